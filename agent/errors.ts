@@ -1,0 +1,75 @@
+// The one error catalogue of weft. Every error the agent, the lab or the CLI raises on purpose is a
+// WeftError with a stable code; operators grep logs for the code, tests assert on it.
+
+export const ErrorCodes = {
+  /** A syscall made by the native addon failed; `syscall` and `errno` say which and why. */
+  SYSCALL: 'WEFT_ERR_SYSCALL',
+  /** A BPF object, program, map or link could not be found, opened or used. */
+  BPF: 'WEFT_ERR_BPF',
+  /** The native addon was used after close() or with an argument of the wrong shape. */
+  NATIVE_USAGE: 'WEFT_ERR_NATIVE_USAGE',
+  /** A configuration document is invalid: the message names file, line, field and reason. */
+  CONFIG_INVALID: 'WEFT_ERR_CONFIG_INVALID',
+  /** The lab could not be created, changed or removed. */
+  LAB: 'WEFT_ERR_LAB',
+  /** A lab operation needs a lab that is not running (or one is already running). */
+  LAB_STATE: 'WEFT_ERR_LAB_STATE',
+  /** The process lacks a privilege (root, CAP_BPF, CAP_NET_ADMIN) or a kernel feature. */
+  PRIVILEGE: 'WEFT_ERR_PRIVILEGE',
+  /** A command-line argument is missing or malformed. */
+  USAGE: 'WEFT_ERR_USAGE',
+  /** A captured connection had no original destination recorded for it. */
+  NO_ORIGINAL_DST: 'WEFT_ERR_NO_ORIGINAL_DST',
+  /** Setting up the machine (packages, build) failed. */
+  SETUP: 'WEFT_ERR_SETUP',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class WeftError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WeftError';
+    this.code = code;
+  }
+}
+
+/** A failed system call in the native addon: `bpf(2) MAP_UPDATE_ELEM: EPERM (1)`. */
+export class SyscallError extends WeftError {
+  readonly syscall: string;
+  readonly errno: number;
+  readonly errnoName: string;
+  constructor(message: string, syscall: string, errno: number, errnoName: string) {
+    super(ErrorCodes.SYSCALL, message);
+    this.name = 'SyscallError';
+    this.syscall = syscall;
+    this.errno = errno;
+    this.errnoName = errnoName;
+  }
+}
+
+/** One problem in a configuration document, located precisely enough to fix it without guessing. */
+export interface ConfigProblem {
+  file: string;
+  line: number;
+  field: string;
+  reason: string;
+}
+
+export function formatProblem(p: ConfigProblem): string {
+  return `${p.file}:${p.line}: ${p.field ? `${p.field}: ` : ''}${p.reason}`;
+}
+
+export class ConfigError extends WeftError {
+  readonly problems: ConfigProblem[];
+  constructor(problems: ConfigProblem[]) {
+    super(ErrorCodes.CONFIG_INVALID, problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

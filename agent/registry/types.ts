@@ -1,0 +1,98 @@
+// The Kubernetes-shaped objects weft reads: the lab's input, the lab's generated resources directory
+// (what a cluster's API server would hold, with status filled in), and later the controller's source.
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+/** Where a document came from, so every error can name file and line. */
+export interface SourceRef {
+  file: string;
+  line: number;
+}
+
+/** weft's own small kind for lab nodes (apiVersion weft.io/v1alpha1). */
+export interface NodeResource {
+  apiVersion: 'weft.io/v1alpha1';
+  kind: 'Node';
+  metadata: ObjectMeta;
+  spec: { podCIDR: string };
+  status?: { addresses?: Array<{ type: 'InternalIP'; address: string }> };
+}
+
+export interface NamespaceResource {
+  apiVersion: 'v1';
+  kind: 'Namespace';
+  metadata: ObjectMeta;
+}
+
+export interface ContainerPort {
+  containerPort: number;
+  name?: string;
+  protocol?: 'TCP' | 'UDP';
+}
+
+export interface Container {
+  name: string;
+  command: string[];
+  ports?: ContainerPort[];
+  env?: Array<{ name: string; value: string }>;
+}
+
+export interface PodResource {
+  apiVersion: 'v1';
+  kind: 'Pod';
+  metadata: ObjectMeta & { namespace: string };
+  spec: { nodeName: string; serviceAccountName?: string; containers: Container[] };
+  /** Filled by the lab (or the cluster): the pod's IP and its node's IP. */
+  status?: { podIP?: string; hostIP?: string; phase?: 'Pending' | 'Running' };
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  targetPort?: number;
+  protocol?: 'TCP' | 'UDP';
+}
+
+export interface ServiceResource {
+  apiVersion: 'v1';
+  kind: 'Service';
+  metadata: ObjectMeta & { namespace: string };
+  spec: { selector?: Record<string, string>; ports: ServicePort[]; clusterIP?: string };
+}
+
+/** The lab-wide settings document (optional): node network and service CIDR. */
+export interface LabConfigResource {
+  apiVersion: 'weft.io/v1alpha1';
+  kind: 'LabConfig';
+  metadata: ObjectMeta;
+  spec: { nodeNetwork?: string; serviceCIDR?: string; clusterDomain?: string };
+}
+
+export type Resource = NodeResource | NamespaceResource | PodResource | ServiceResource | LabConfigResource;
+
+export type WithSource<T> = T & { source: SourceRef };
+
+/** Annotations the lab writes on pods so a node agent can find the pod's network namespace and cgroup. */
+export const Annotations = {
+  netns: 'weft.io/netns',
+  cgroup: 'weft.io/cgroup',
+} as const;
+
+/** Enrollment labels, as in Istio ambient; `weft.io/dataplane-mode` is our alias. */
+export const DataplaneModeLabels = ['istio.io/dataplane-mode', 'weft.io/dataplane-mode'] as const;
+export const DATAPLANE_AMBIENT = 'ambient';
+export const DATAPLANE_NONE = 'none';
+
+/** Is this pod enrolled in the mesh: its namespace is labelled ambient and the pod does not opt out. */
+export function isEnrolled(pod: PodResource, ns: NamespaceResource | undefined): boolean {
+  const podMode = DataplaneModeLabels.map((k) => pod.metadata.labels?.[k]).find((v) => v !== undefined);
+  if (podMode === DATAPLANE_NONE) return false;
+  if (podMode === DATAPLANE_AMBIENT) return true;
+  const nsMode = DataplaneModeLabels.map((k) => ns?.metadata.labels?.[k]).find((v) => v !== undefined);
+  return nsMode === DATAPLANE_AMBIENT;
+}
