@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+// The raw shape of weft_native.node. Internal: only native/index.ts loads and uses it; everything
+// else imports native/index.ts.
+
+export interface RawOpenOptions {
+  pinRoot?: string;
+}
+
+export declare class RawBpfObject {
+  private constructor();
+  static open(path: string, options?: RawOpenOptions): RawBpfObject;
+  setGlobal(name: string, value: Buffer): void;
+  setMaxEntries(map: string, maxEntries: number): void;
+  load(): void;
+  readonly programNames: string[];
+  readonly mapNames: string[];
+  program(name: string): RawBpfProgram;
+  map(name: string): RawBpfMap;
+  close(): void;
+}
+
+export declare class RawBpfProgram {
+  private constructor();
+  readonly name: string;
+  readonly fd: number;
+  readonly sectionName: string;
+  attachCgroup(cgroupPath: string): RawBpfLink;
+  attachNetns(netnsPath: string): RawBpfLink;
+  attachTc(ifindex: number, direction: 'ingress' | 'egress', netnsPath?: string): RawTcAttachment;
+  attachSockmap(map: RawBpfMap): RawSockmapAttachment;
+  pin(path: string): void;
+  unpin(path: string): void;
+  testRun(options: { data?: Buffer; repeat?: number }): { retval: number; durationNs: number };
+}
+
+export interface RawLinkInfo {
+  id: number;
+  progId: number;
+  type: string;
+  cgroupId?: bigint;
+  netnsIno?: number;
+  attachType?: number;
+}
+
+export declare class RawBpfLink {
+  private constructor();
+  static open(pinPath: string): RawBpfLink;
+  readonly fd: number;
+  info(): RawLinkInfo;
+  pin(path: string): void;
+  unpin(): void;
+  updateProgram(program: RawBpfProgram): void;
+  detach(): void;
+  close(): void;
+}
+
+export declare class RawTcAttachment {
+  private constructor();
+  detach(): void;
+  close(): void;
+}
+
+export declare class RawSockmapAttachment {
+  private constructor();
+  detach(): void;
+  close(): void;
+}
+
+export declare class RawBpfMap {
+  private constructor();
+  static open(pinPath: string): RawBpfMap;
+  readonly name: string;
+  readonly type: string;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly fd: number;
+  lookup(key: Buffer): Buffer | undefined;
+  update(key: Buffer, value: Buffer, flags?: 'any' | 'noexist' | 'exist'): void;
+  updateSocket(key: Buffer, socketFd: number): void;
+  delete(key: Buffer): boolean;
+  keys(): Buffer[];
+  entries(): Array<[Buffer, Buffer]>;
+  pin(path: string): void;
+  unpin(path: string): void;
+  close(): void;
+}
+
+/** Native consumer: batches arrive as one Buffer plus record offsets (length n+1). */
+export declare class RawRingBufferConsumer {
+  constructor(map: RawBpfMap, onBatch: (data: Buffer, offsets: Uint32Array) => void, maxBatch?: number, pollMs?: number);
+  readonly delivered: bigint;
+  readonly dropped: bigint;
+  close(): void;
+}
+
+export interface RawListenOptions {
+  host: string;
+  port: number;
+  backlog?: number;
+  mark?: number;
+  reuseAddr?: boolean;
+  freebind?: boolean;
+  transparent?: boolean;
+  ipv6Only?: boolean;
+}
+
+export interface RawConnectOptions {
+  host: string;
+  port: number;
+  mark?: number;
+  localAddress?: string;
+  localPort?: number;
+  transparent?: boolean;
+  freebind?: boolean;
+  timeoutMs?: number;
+}
+
+export interface Binding {
+  setErrorClasses(classes: { SyscallError: Function; WeftError: Function }): void;
+  libbpfVersion(): string;
+  BpfObject: typeof RawBpfObject;
+  BpfProgram: typeof RawBpfProgram;
+  BpfLink: typeof RawBpfLink;
+  TcAttachment: typeof RawTcAttachment;
+  SockmapAttachment: typeof RawSockmapAttachment;
+  BpfMap: typeof RawBpfMap;
+  RingBufferConsumer: typeof RawRingBufferConsumer;
+  netnsCookie(netnsPath: string): bigint;
+  currentNetnsCookie(): bigint;
+  listenInNetns(netnsPath: string, options: RawListenOptions): number;
+  connectInNetns(netnsPath: string, options: RawConnectOptions): Promise<number>;
+  socketCookie(fd: number): bigint;
+}

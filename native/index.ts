@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one module that loads weft_native.node. It hands the addon weft's error classes (so native
+// failures are real SyscallError/WeftError instances) and re-exports the contract of native/API.md.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCodes, SyscallError, WeftError } from '../agent/errors.js';
+import type {
+  Binding,
+  RawBpfLink,
+  RawBpfMap,
+  RawBpfObject,
+  RawBpfProgram,
+  RawConnectOptions,
+  RawLinkInfo,
+  RawListenOptions,
+  RawOpenOptions,
+  RawRingBufferConsumer,
+  RawSockmapAttachment,
+  RawTcAttachment,
+} from './binding.js';
+
+const ADDON = join('native', 'build', 'Release', 'weft_native.node');
+
+/** Finds the addon from either dist/native/index.js or native/index.ts (walks up to the repo root). */
+function addonPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  const tried: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const candidate = join(dir, ADDON);
+    tried.push(candidate);
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  throw new WeftError(
+    ErrorCodes.SETUP,
+    `native addon not built (looked for ${tried.join(', ')}); run: npm run build:native`,
+  );
+}
+
+const binding = createRequire(import.meta.url)(addonPath()) as Binding;
+binding.setErrorClasses({ SyscallError, WeftError });
+
+export type OpenOptions = RawOpenOptions;
+export type ListenOptions = RawListenOptions;
+export type ConnectOptions = RawConnectOptions;
+export type LinkInfo = RawLinkInfo;
+
+export const BpfObject = binding.BpfObject;
+export type BpfObject = RawBpfObject;
+export const BpfProgram = binding.BpfProgram;
+export type BpfProgram = RawBpfProgram;
+export const BpfLink = binding.BpfLink;
+export type BpfLink = RawBpfLink;
+export const TcAttachment = binding.TcAttachment;
+export type TcAttachment = RawTcAttachment;
+export const SockmapAttachment = binding.SockmapAttachment;
+export type SockmapAttachment = RawSockmapAttachment;
+export const BpfMap = binding.BpfMap;
+export type BpfMap = RawBpfMap;
+
+export interface RingBufferOptions {
+  /** Hand a batch to JS once this many records accumulated (default 4096). */
+  maxBatch?: number;
+  /** Upper bound of one wait of the consumer thread, in ms (default 100). */
+  pollMs?: number;
+}
+
+/**
+ * Drains a BPF ring buffer on a native thread and delivers records in batches. Each record is a
+ * Buffer view into the batch's single allocation (copy it if you keep it for long).
+ */
+export class RingBufferConsumer {
+  readonly #raw: RawRingBufferConsumer;
+
+  constructor(map: BpfMap, onBatch: (records: Buffer[]) => void, options: RingBufferOptions = {}) {
+    const split = (data: Buffer, offsets: Uint32Array): void => {
+      const n = offsets.length - 1;
+      const records = new Array<Buffer>(n);
+      for (let i = 0; i < n; i++) records[i] = data.subarray(offsets[i], offsets[i + 1]);
+      onBatch(records);
+    };
+    this.#raw = new binding.RingBufferConsumer(map, split, options.maxBatch ?? 4096, options.pollMs ?? 100);
+  }
+
+  /** Records handed to JS so far. */
+  get delivered(): bigint {
+    return this.#raw.delivered;
+  }
+
+  /** Records read from the ring but dropped because the consumer was closing or the env tearing down. */
+  get dropped(): bigint {
+    return this.#raw.dropped;
+  }
+
+  /** Stops and joins the thread; idempotent. Batches already queued are still delivered. */
+  close(): void {
+    this.#raw.close();
+  }
+}
+
+export function netnsCookie(netnsPath: string): bigint {
+  return binding.netnsCookie(netnsPath);
+}
+export function currentNetnsCookie(): bigint {
+  return binding.currentNetnsCookie();
+}
+export function listenInNetns(netnsPath: string, options: ListenOptions): number {
+  return binding.listenInNetns(netnsPath, options);
+}
+export function connectInNetns(netnsPath: string, options: ConnectOptions): Promise<number> {
+  return binding.connectInNetns(netnsPath, options);
+}
+export function socketCookie(fd: number): bigint {
+  return binding.socketCookie(fd);
+}
+export function libbpfVersion(): string {
+  return binding.libbpfVersion();
+}
