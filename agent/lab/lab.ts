@@ -1,0 +1,848 @@
+// The lab: a local Kubernetes-like cluster made of network namespaces, veths, bridges, routes and
+// cgroup v2 groups, described by Kubernetes-style YAML. up / apply / down / status / exec, and the
+// agent lifecycle (one agent per node, inside the node's netns).
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { stringify } from 'yaml';
+import { ConfigError, ErrorCodes, WeftError, errorMessage } from '../errors.js';
+import { createLogger } from '../log.js';
+import { mustParseCidr, nthAddress } from '../registry/cidr.js';
+import { loadFiles } from '../registry/load.js';
+import { resourceKey, stripSource } from '../registry/parse.js';
+import {
+  Annotations,
+  isEnrolled as isEnrolledLocal,
+  type NamespaceResource,
+  type NodeResource,
+  type PodResource,
+  type Resource,
+  type ServiceResource,
+  type WithSource,
+} from '../registry/types.js';
+import { lbObjectPath, loadLb, syncLbMap, REPO_ROOT, type LbEntry } from './lb.js';
+import { buildModel, type LabModel } from './model.js';
+import { ETC_NETNS, NETNS_DIR, isLabNetns, labNames, resolveLabName, type LabNames } from './names.js';
+import {
+  addNodeRoute,
+  addressOf,
+  configureNode,
+  configurePod,
+  createFabric,
+  createHostLink,
+  createNodeNetns,
+  createPodNetns,
+  deleteLink,
+  deleteNetns,
+  etcNetnsDir,
+  hostsFile,
+  nextFree,
+  resolvConf,
+  writePodDns,
+} from './net.js';
+import { execInPod, httpStatus, startAgentProcess, startContainer, stopPid, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
+import { journal, podKey, readState, writeState, type LabState, type NodeState, type PodState } from './state.js';
+import {
+  bpffsMounted,
+  cgroup2Root,
+  cgroupPidsDeep,
+  ensureBpffs,
+  hostRoutes,
+  killCgroupTree,
+  linkNames,
+  netnsList,
+  pidAlive,
+  pidCgroup,
+  requireRoot,
+  rmdirCgroupTree,
+  sleep,
+} from './sys.js';
+
+const log = createLogger('lab');
+
+export const READINESS_PORT = 15021;
+export const FIRST_VIP_INDEX = 10;
+
+export interface UpOptions {
+  name?: string;
+  /** Start one agent per node (default true). */
+  agents?: boolean;
+  /** How long to wait for every agent to be ready (default $WEFT_LAB_READY_TIMEOUT_MS or 60 s). */
+  readyTimeoutMs?: number;
+}
+
+export interface ApplyOptions {
+  name?: string;
+}
+
+function readyTimeout(opts?: { readyTimeoutMs?: number }): number {
+  return opts?.readyTimeoutMs ?? Number(process.env.WEFT_LAB_READY_TIMEOUT_MS ?? 60_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// up
+
+export async function labUp(files: readonly string[], opts: UpOptions = {}): Promise<LabHandle> {
+  requireRoot();
+  const name = resolveLabName(opts.name);
+  const names = labNames(name);
+  if (files.length === 0) throw new WeftError(ErrorCodes.USAGE, 'lab up needs at least one file (-f FILE)');
+  const existing = readState(names);
+  if (existing) {
+    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" is already ${existing.status} (state in ${names.stateDir}); run "weft lab down${name === 'weft' ? '' : ` --name ${name}`}" first`);
+  }
+  // Validate everything before creating anything.
+  const resources = loadFiles(files);
+  const model = buildModel(resources, { labName: name, hostRoutes: await hostRoutes(), requireNodes: true });
+  const cgRoot = cgroup2Root();
+  const leftovers = await findLeftovers(names);
+  if (leftovers.length) {
+    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" has leftovers of an earlier run (${leftovers.slice(0, 5).join(', ')}${leftovers.length > 5 ? ', …' : ''}); run "weft lab down${name === 'weft' ? '' : ` --name ${name}`}" first`);
+  }
+  if (!existsSync(lbObjectPath())) throw new WeftError(ErrorCodes.BPF, `${lbObjectPath()} is missing: build the BPF programs with "make -C bpf"`);
+  const agents = opts.agents ?? true;
+  if (agents && !existsSync(agentEntry())) throw new WeftError(ErrorCodes.LAB, `${agentEntry()} is missing: build with "npx tsc -p ." (or start the lab with --no-agents)`);
+
+  const nodeNetwork = model.nodeNetwork;
+  const now = new Date().toISOString();
+  const state: LabState = {
+    version: 1,
+    name,
+    status: 'creating',
+    createdAt: now,
+    updatedAt: now,
+    stateDir: names.stateDir,
+    cgroupRoot: join(cgRoot, names.cgroupRel),
+    pinRoot: names.pinRoot,
+    nodeNetwork: nodeNetwork.text,
+    serviceCIDR: model.serviceCIDR.text,
+    clusterDomain: model.clusterDomain,
+    hostIP: nthAddress(nodeNetwork, 1),
+    hostLink: names.hostLink,
+    fabricNetns: names.fabricNetns,
+    agents,
+    nodes: {},
+    pods: {},
+    services: {},
+    nextPodIndex: 0,
+    objects: [],
+    podSources: {},
+    journal: [{ type: 'dir', path: names.stateDir }],
+    lbKeys: [],
+  };
+  mkdirSync(names.logsDir, { recursive: true });
+  mkdirSync(names.resourcesDir, { recursive: true });
+  writeState(state);
+  log.info({ lab: name, stateDir: names.stateDir, nodes: model.nodes.length, pods: model.pods.length, services: model.services.length }, 'creating lab');
+  try {
+    await createInfrastructure(state, names, model);
+    await reconcile(state, names, model);
+    if (agents) {
+      await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
+      await Promise.all(Object.values(state.nodes).map((n) => waitAgentReady(state, n, readyTimeout(opts))));
+    }
+    state.status = 'up';
+    writeState(state);
+  } catch (err) {
+    log.error({ lab: name, err: errorMessage(err) }, 'lab up failed; removing what was created');
+    state.status = 'failed';
+    writeState(state);
+    try {
+      await labDown({ name });
+    } catch (downErr) {
+      log.error({ lab: name, err: errorMessage(downErr) }, 'cleanup after a failed lab up was incomplete');
+    }
+    throw err;
+  }
+  log.info({ lab: name, stateDir: names.stateDir }, 'lab is up');
+  return new LabHandle(name);
+}
+
+/** Things of this lab that exist on the machine without a state file (an earlier crash). */
+async function findLeftovers(names: LabNames): Promise<string[]> {
+  const out: string[] = [];
+  for (const ns of await netnsList()) if (isLabNetns(names, ns)) out.push(`netns ${ns}`);
+  for (const l of await linkNames()) if (l.startsWith(names.linkPrefix)) out.push(`link ${l}`);
+  const cg = join(cgroup2Root(), names.cgroupRel);
+  if (existsSync(cg)) out.push(`cgroup ${cg}`);
+  if (existsSync(names.pinRoot)) out.push(`bpf pins ${names.pinRoot}`);
+  if (existsSync(ETC_NETNS)) for (const e of readdirSync(ETC_NETNS)) if (isLabNetns(names, e)) out.push(`${join(ETC_NETNS, e)}`);
+  if (existsSync(names.stateDir)) out.push(`state dir ${names.stateDir}`);
+  return out;
+}
+
+function mkCgroup(state: LabState, path: string): void {
+  journal(state, { type: 'cgroup', path });
+  mkdirSync(path, { recursive: true });
+}
+
+async function createInfrastructure(state: LabState, names: LabNames, model: LabModel): Promise<void> {
+  await ensureBpffs();
+  mkCgroup(state, state.cgroupRoot);
+  const cg = cgroup2Root();
+
+  journal(state, { type: 'netns', name: names.fabricNetns });
+  await createFabric(names.fabricNetns);
+  journal(state, { type: 'link', name: names.hostLink });
+  await createHostLink(names.fabricNetns, names.hostLink, names.hostLinkPeer, state.hostIP, model.nodeNetwork.prefix);
+
+  model.nodes.forEach((n, i) => {
+    const name = n.metadata.name;
+    state.nodes[name] = {
+      name,
+      index: i,
+      ip: nthAddress(model.nodeNetwork, i + 2),
+      podCIDR: n.spec.podCIDR,
+      gateway: addressOf(n.spec.podCIDR, 1),
+      netns: names.nodeNetns(name),
+      netnsPath: join(NETNS_DIR, names.nodeNetns(name)),
+      cgroup: join(cg, names.nodeCgroupRel(name)),
+      agentCgroup: join(cg, names.agentCgroupRel(name)),
+      fabricPeer: names.nodeFabricPeer(i),
+      bpffs: names.nodePinDir(name),
+      agentLog: join(names.logsDir, `agent-${name}.log`),
+    };
+  });
+  writeState(state);
+  for (const node of Object.values(state.nodes)) {
+    mkCgroup(state, node.cgroup);
+    mkCgroup(state, node.agentCgroup);
+    mkCgroup(state, join(node.cgroup, 'pods'));
+    journal(state, { type: 'netns', name: node.netns });
+    await createNodeNetns(node.netns);
+    await configureNode({
+      netns: node.netns,
+      fabric: names.fabricNetns,
+      fabricPeer: node.fabricPeer,
+      ip: node.ip,
+      prefix: model.nodeNetwork.prefix,
+      podCIDR: node.podCIDR,
+      gateway: node.gateway,
+    });
+  }
+  for (const node of Object.values(state.nodes)) {
+    for (const other of Object.values(state.nodes)) {
+      if (other.name !== node.name) await addNodeRoute(node.netns, other.podCIDR, other.ip);
+    }
+  }
+  journal(state, { type: 'pin', path: names.pinRoot });
+  mkdirSync(names.pinRoot, { recursive: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// reconcile: pods, services, DNS, load balancer, resources file, containers (used by up and apply)
+
+function specOf(p: PodResource): string {
+  return JSON.stringify({ nodeName: p.spec.nodeName, containers: p.spec.containers });
+}
+
+async function reconcile(state: LabState, names: LabNames, model: LabModel, sources: Map<string, string> = new Map()): Promise<void> {
+  const previous = new Map(state.objects.map((o) => [resourceKey(o), o]));
+  const toStart: PodState[] = [];
+
+  for (const pod of model.pods) {
+    const key = podKey(pod.metadata.namespace, pod.metadata.name);
+    let ps: PodState | undefined = state.pods[key];
+    const prev = previous.get(resourceKey(pod)) as PodResource | undefined;
+    const changed = !prev || specOf(prev) !== specOf(pod);
+    if (ps && ps.node !== pod.spec.nodeName) {
+      log.info({ pod: key, from: ps.node, to: pod.spec.nodeName }, 'pod moved to another node; recreating it');
+      await destroyPod(state, ps);
+      delete state.pods[key];
+      ps = undefined;
+    } else if (ps && changed) {
+      log.info({ pod: key }, 'pod spec changed; restarting its containers');
+      await killPodProcesses(ps);
+    }
+    const cwd = dirname(sources.get(key) ?? pod.source.file);
+    if (!ps) {
+      ps = await createPod(state, names, model, pod, cwd);
+    } else if (sources.has(key)) {
+      ps.cwd = cwd;
+    }
+    state.podSources[key] = sources.get(key) ?? state.podSources[key] ?? pod.source.file;
+    if (!ps.containers.length || changed || !ps.containers.some((c) => c.pid && pidAlive(c.pid))) toStart.push(ps);
+  }
+
+  // Services: stable VIPs (an explicit clusterIP wins), first .10 of the service CIDR.
+  const taken = new Set(Object.values(state.services).map((s) => s.vip));
+  for (const svc of model.services) {
+    const key = podKey(svc.metadata.namespace, svc.metadata.name);
+    const cur = state.services[key];
+    let vip: string | undefined = svc.spec.clusterIP ?? cur?.vip;
+    if (vip && cur?.vip !== vip) {
+      const owner = Object.entries(state.services).find(([k, s]) => s.vip === vip && k !== key);
+      if (owner) throw new WeftError(ErrorCodes.LAB, `clusterIP ${vip} of service ${key} is already used by service ${owner[0]}`);
+    }
+    if (!vip) {
+      vip = nextFree(state.serviceCIDR, FIRST_VIP_INDEX, taken);
+      if (!vip) throw new WeftError(ErrorCodes.LAB, `the service CIDR ${state.serviceCIDR} is full`);
+    }
+    taken.add(vip);
+    state.services[key] = { namespace: svc.metadata.namespace, name: svc.metadata.name, vip };
+  }
+
+  state.objects = [
+    ...(model.config ? [stripSource(model.config)] : []),
+    ...model.nodes.map((n) => stripSource(n)),
+    ...[...model.namespaces.values()].filter((n) => (n as Partial<WithSource<NamespaceResource>>).source).map((n) => stripSource(n)),
+    ...model.pods.map((p) => stripSource(p)),
+    ...model.services.map((s) => stripSource(s)),
+  ];
+  writeState(state);
+
+  // DNS of every pod (service set or VIPs may have changed).
+  const svcList = Object.values(state.services);
+  for (const ps of Object.values(state.pods)) {
+    journal(state, { type: 'etcnetns', path: etcNetnsDir(ps.netns) });
+    writePodDns(ps.netns, hostsFile({ namespace: ps.namespace, name: ps.name, ip: ps.ip }, svcList, state.clusterDomain), resolvConf(ps.namespace, state.clusterDomain));
+  }
+
+  // kube-proxy.
+  if (!state.lb) {
+    state.lb = await loadLb(state.cgroupRoot, names.labPinDir, log, (path) => journal(state, { type: 'pin', path }));
+    writeState(state);
+  }
+  state.lbKeys = await syncLbMap(state.lb, lbEntries(state, model), state.lbKeys);
+  writeState(state);
+
+  writeResources(state, names, model);
+
+  for (const ps of toStart) await startPodContainers(state, names, model, ps);
+  writeState(state);
+  // Like a readiness probe: every declared TCP containerPort must be listening before up/apply return.
+  await Promise.all(
+    toStart.flatMap((ps) => {
+      const pod = model.pods.find((p) => p.metadata.namespace === ps.namespace && p.metadata.name === ps.name)!;
+      return pod.spec.containers.map((c, i) => {
+        const ports = (c.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.containerPort);
+        const cs = ps.containers[i];
+        if (!ports.length || !cs?.pid) return Promise.resolve();
+        return waitListening(cs.pid, ports, cs.log, Number(process.env.WEFT_LAB_POD_READY_TIMEOUT_MS ?? 30_000), `container ${c.name} of pod ${ps.namespace}/${ps.name}`);
+      });
+    }),
+  );
+}
+
+function lbEntries(state: LabState, model: LabModel): LbEntry[] {
+  const entries: LbEntry[] = [];
+  for (const svc of model.services) {
+    const vip = state.services[podKey(svc.metadata.namespace, svc.metadata.name)]!.vip;
+    const selector = svc.spec.selector;
+    const pods = selector
+      ? model.pods
+          .filter((p) => p.metadata.namespace === svc.metadata.namespace)
+          .filter((p) => Object.entries(selector).every(([k, v]) => p.metadata.labels?.[k] === v))
+          .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
+      : [];
+    for (const port of svc.spec.ports) {
+      entries.push({
+        vip,
+        port: port.port,
+        backends: pods.map((p) => ({ ip: state.pods[podKey(p.metadata.namespace, p.metadata.name)]!.ip, port: port.targetPort ?? port.port })),
+      });
+    }
+  }
+  return entries;
+}
+
+async function createPod(state: LabState, names: LabNames, model: LabModel, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
+  const key = podKey(pod.metadata.namespace, pod.metadata.name);
+  const node = state.nodes[pod.spec.nodeName];
+  if (!node) throw new WeftError(ErrorCodes.LAB, `pod ${key}: node ${pod.spec.nodeName} does not exist`);
+  const taken = new Set(Object.values(state.pods).filter((p) => p.node === node.name).map((p) => p.ip));
+  const podIP = nextFree(node.podCIDR, 2, taken);
+  if (!podIP) throw new WeftError(ErrorCodes.LAB, `node ${node.name}'s pod CIDR ${node.podCIDR} is full`);
+  const index = state.nextPodIndex++;
+  const netns = names.podNetns(pod.metadata.namespace, pod.metadata.name);
+  const ps: PodState = {
+    namespace: pod.metadata.namespace,
+    name: pod.metadata.name,
+    node: node.name,
+    index,
+    ip: podIP,
+    netns,
+    netnsPath: join(NETNS_DIR, netns),
+    cgroup: join(cgroup2Root(), names.podCgroupRel(node.name, pod.metadata.namespace, pod.metadata.name)),
+    peer: names.podPeer(index),
+    cwd,
+    containers: [],
+  };
+  state.pods[key] = ps;
+  void model;
+  mkCgroup(state, ps.cgroup);
+  journal(state, { type: 'netns', name: netns });
+  await createPodNetns(netns);
+  await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseCidr(node.podCIDR).prefix, gateway: node.gateway });
+  writeState(state);
+  log.info({ pod: key, node: node.name, ip: podIP }, 'pod network ready');
+  return ps;
+}
+
+async function startPodContainers(state: LabState, names: LabNames, model: LabModel, ps: PodState): Promise<void> {
+  const pod = model.pods.find((p) => p.metadata.namespace === ps.namespace && p.metadata.name === ps.name);
+  if (!pod) return;
+  const node = state.nodes[ps.node]!;
+  ps.containers = [];
+  for (const c of pod.spec.containers) {
+    const logFile = join(names.logsDir, `${ps.namespace}_${ps.name}_${c.name}.log`);
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const e of c.env ?? []) env[e.name] = e.value;
+    Object.assign(env, { POD_NAME: ps.name, POD_NAMESPACE: ps.namespace, POD_IP: ps.ip, NODE_NAME: node.name });
+    const pid = await startContainer({ cgroup: ps.cgroup, netns: ps.netns, command: c.command, cwd: ps.cwd, env, log: logFile });
+    ps.containers.push({ name: c.name, pid, log: logFile });
+    log.info({ pod: `${ps.namespace}/${ps.name}`, container: c.name, pid }, 'container started');
+  }
+  writeState(state);
+}
+
+async function killPodProcesses(ps: PodState): Promise<void> {
+  killCgroupTree(ps.cgroup);
+  await waitCgroupEmpty(ps.cgroup, 5000);
+  ps.containers = [];
+}
+
+async function destroyPod(state: LabState, ps: PodState): Promise<void> {
+  await killPodProcesses(ps);
+  await deleteNetns(ps.netns);
+  rmSync(etcNetnsDir(ps.netns), { recursive: true, force: true });
+  rmdirCgroupTree(ps.cgroup);
+  writeState(state);
+}
+
+async function waitCgroupEmpty(path: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (cgroupPidsDeep(path).length === 0) return true;
+    await sleep(25);
+  }
+  return cgroupPidsDeep(path).length === 0;
+}
+
+/** `<state>/resources/lab.yaml`: what a cluster's API server would hold (status filled in). Atomic rewrite. */
+function writeResources(state: LabState, names: LabNames, model: LabModel): void {
+  const docs: Resource[] = [];
+  for (const n of model.nodes) {
+    const ns = state.nodes[n.metadata.name]!;
+    const node: NodeResource = { ...stripSource(n), status: { addresses: [{ type: 'InternalIP', address: ns.ip }] } };
+    docs.push(node);
+  }
+  for (const ns of [...model.namespaces.values()].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
+    docs.push(stripSource(ns as WithSource<NamespaceResource>));
+  }
+  for (const p of model.pods) {
+    const ps = state.pods[podKey(p.metadata.namespace, p.metadata.name)]!;
+    const node = state.nodes[ps.node]!;
+    const base = stripSource(p);
+    const pod: PodResource = {
+      ...base,
+      metadata: { ...base.metadata, annotations: { ...base.metadata.annotations, [Annotations.netns]: ps.netnsPath, [Annotations.cgroup]: ps.cgroup } },
+      status: { podIP: ps.ip, hostIP: node.ip, phase: 'Running' },
+    };
+    docs.push(pod);
+  }
+  for (const s of model.services) {
+    const base = stripSource(s);
+    const svc: ServiceResource = { ...base, spec: { ...base.spec, clusterIP: state.services[podKey(s.metadata.namespace, s.metadata.name)]!.vip } };
+    docs.push(svc);
+  }
+  const text =
+    `# Generated by weft lab "${state.name}" — the lab's cluster state (rewritten on up and apply).\n` +
+    docs.map((d) => stringify(d, { lineWidth: 0 })).join('---\n');
+  mkdirSync(names.resourcesDir, { recursive: true });
+  const tmp = join(names.resourcesDir, '.lab.yaml.tmp');
+  writeFileSync(tmp, text);
+  renameSync(tmp, join(names.resourcesDir, 'lab.yaml'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply
+
+export async function labApply(files: readonly string[], opts: ApplyOptions = {}): Promise<LabHandle> {
+  requireRoot();
+  const name = resolveLabName(opts.name);
+  const names = labNames(name);
+  const state = readState(names);
+  if (!state) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" is not running (no ${names.stateFile}); run "weft lab up" first`);
+  if (state.status !== 'up' && state.status !== 'applying') {
+    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" is ${state.status}; run "weft lab down" and "weft lab up" again`);
+  }
+  if (files.length === 0) throw new WeftError(ErrorCodes.USAGE, 'lab apply needs at least one file (-f FILE)');
+  const incoming = loadFiles(files);
+  // kubectl-apply semantics: objects in the files are created or replaced; others stay as they are.
+  const merged = new Map<string, WithSource<Resource>>();
+  for (const o of state.objects) {
+    const key = resourceKey(o);
+    const file = o.kind === 'Pod' ? (state.podSources[podKey(o.metadata.namespace!, o.metadata.name)] ?? '(running lab)') : '(running lab)';
+    merged.set(key, { ...o, source: { file, line: 0 } } as WithSource<Resource>);
+  }
+  const sources = new Map<string, string>();
+  for (const o of incoming) {
+    merged.set(resourceKey(o), o);
+    if (o.kind === 'Pod') sources.set(podKey(o.metadata.namespace, o.metadata.name), o.source.file);
+  }
+  const model = buildModel([...merged.values()], {
+    labName: name,
+    running: {
+      nodes: Object.fromEntries(Object.values(state.nodes).map((n) => [n.name, { podCIDR: n.podCIDR }])),
+      nodeNetwork: state.nodeNetwork,
+      serviceCIDR: state.serviceCIDR,
+      clusterDomain: state.clusterDomain,
+    },
+  });
+  state.status = 'applying';
+  writeState(state);
+  await reconcile(state, names, model, sources);
+  state.status = 'up';
+  writeState(state);
+  log.info({ lab: name, objects: incoming.length }, 'applied');
+  return new LabHandle(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// down
+
+export interface DownReport {
+  lab: string;
+  removed: string[];
+  /** Things that could not be removed (down throws if this is not empty). */
+  failed: string[];
+}
+
+/** Removes everything of the lab: from its state journal, and by name prefix (works with no state at all). */
+export async function labDown(opts: { name?: string } = {}): Promise<DownReport> {
+  requireRoot();
+  const name = resolveLabName(opts.name);
+  const names = labNames(name);
+  let state: LabState | undefined;
+  try {
+    state = readState(names);
+  } catch (err) {
+    log.warn({ lab: name, err: errorMessage(err) }, 'state unreadable; removing by name');
+  }
+  const report: DownReport = { lab: name, removed: [], failed: [] };
+  let cgRoot: string | undefined;
+  try {
+    cgRoot = join(cgroup2Root(), names.cgroupRel);
+  } catch {
+    cgRoot = state?.cgroupRoot;
+  }
+
+  // 1. Processes: everything in the lab's cgroup tree, and any recorded pid that is still in it.
+  const cgroups = new Set<string>([...(cgRoot ? [cgRoot] : []), ...(state?.journal ?? []).filter((e) => e.type === 'cgroup').map((e) => (e as { path: string }).path)]);
+  const pids = [
+    ...Object.values(state?.nodes ?? {}).map((n) => n.agentPid),
+    ...Object.values(state?.pods ?? {}).flatMap((p) => p.containers.map((c) => c.pid)),
+  ].filter((p): p is number => typeof p === 'number');
+  for (const pid of pids) {
+    if (pidCgroup(pid)?.startsWith(`/${names.cgroupRel}/`)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  for (const cg of cgroups) if (existsSync(cg)) killCgroupTree(cg);
+  for (const cg of cgroups) {
+    if (existsSync(cg) && !(await waitCgroupEmpty(cg, 10_000))) report.failed.push(`processes still running in ${cg}: ${cgroupPidsDeep(cg).join(', ')}`);
+  }
+
+  // 2. BPF pins (the lab's load balancer link/map and the agents' pins).
+  if (bpffsMounted()) {
+    for (const p of [names.pinRoot, ...(state?.journal ?? []).filter((e) => e.type === 'pin').map((e) => (e as { path: string }).path)]) {
+      if (!existsSync(p)) continue;
+      try {
+        rmSync(p, { recursive: true, force: true });
+        report.removed.push(`pin ${p}`);
+      } catch (err) {
+        report.failed.push(`pin ${p}: ${errorMessage(err)}`);
+      }
+    }
+  }
+
+  // 3. Network namespaces (pods first, then nodes, then the fabric), then host links.
+  const nsNames = new Set<string>([
+    ...(state?.journal ?? []).filter((e) => e.type === 'netns').map((e) => (e as { name: string }).name),
+    ...(await netnsList()).filter((n) => isLabNetns(names, n)),
+  ]);
+  const order = (n: string): number => (n.startsWith(`${name}-pod-`) ? 0 : n.startsWith(`${name}-node-`) ? 1 : 2);
+  for (const ns of [...nsNames].sort((a, b) => order(a) - order(b))) {
+    if (!existsSync(join(NETNS_DIR, ns))) continue;
+    await deleteNetns(ns);
+    if (existsSync(join(NETNS_DIR, ns))) report.failed.push(`netns ${ns}`);
+    else report.removed.push(`netns ${ns}`);
+  }
+  const links = new Set<string>([
+    ...(state?.journal ?? []).filter((e) => e.type === 'link').map((e) => (e as { name: string }).name),
+    ...(await linkNames()).filter((l) => l.startsWith(names.linkPrefix)),
+  ]);
+  const present = new Set(await linkNames());
+  for (const l of links) {
+    if (!present.has(l)) continue;
+    await deleteLink(l);
+    report.removed.push(`link ${l}`);
+  }
+  const still = (await linkNames()).filter((l) => l.startsWith(names.linkPrefix));
+  for (const l of still) report.failed.push(`link ${l}`);
+
+  // 4. /etc/netns entries.
+  const etc = new Set<string>((state?.journal ?? []).filter((e) => e.type === 'etcnetns').map((e) => (e as { path: string }).path));
+  if (existsSync(ETC_NETNS)) for (const e of readdirSync(ETC_NETNS)) if (isLabNetns(names, e)) etc.add(join(ETC_NETNS, e));
+  for (const p of etc) {
+    if (!existsSync(p)) continue;
+    try {
+      rmSync(p, { recursive: true, force: true });
+      report.removed.push(p);
+    } catch (err) {
+      report.failed.push(`${p}: ${errorMessage(err)}`);
+    }
+  }
+
+  // 5. cgroups, depth-first (retry briefly: killed processes take a moment to leave).
+  for (const cg of cgroups) {
+    if (!existsSync(cg)) continue;
+    let failed: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      failed = rmdirCgroupTree(cg);
+      if (!failed.length) break;
+      await sleep(50);
+    }
+    if (failed.length) report.failed.push(...failed.map((f) => `cgroup ${f}`));
+    else report.removed.push(`cgroup ${cg}`);
+  }
+
+  // 6. The state directory (last: it is the journal).
+  if (report.failed.length === 0 && existsSync(names.stateDir)) {
+    rmSync(names.stateDir, { recursive: true, force: true });
+    report.removed.push(`state ${names.stateDir}`);
+  }
+  if (report.failed.length) {
+    log.error({ lab: name, failed: report.failed }, 'lab down incomplete');
+    throw new WeftError(ErrorCodes.LAB, `lab "${name}" could not be removed completely:\n  ${report.failed.join('\n  ')}`);
+  }
+  log.info({ lab: name, removed: report.removed.length }, 'lab removed');
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
+// agents
+
+/** The agent entry point, `<repo>/dist/agent/cli/main.js`. */
+export function agentEntry(): string {
+  return process.env.WEFT_AGENT_ENTRY ?? join(REPO_ROOT, 'dist', 'agent', 'cli', 'main.js');
+}
+
+async function startAgentFor(state: LabState, names: LabNames, node: NodeState): Promise<void> {
+  mkdirSync(node.bpffs, { recursive: true });
+  const argv = [
+    process.execPath,
+    agentEntry(),
+    'agent',
+    '--node',
+    node.name,
+    '--source',
+    `dir:${names.resourcesDir}`,
+    '--cgroup',
+    node.cgroup,
+    '--bpffs',
+    node.bpffs,
+  ];
+  const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LAB: state.name, WEFT_NODE_NAME: node.name, WEFT_NODE_IP: node.ip };
+  const pid = await startAgentProcess({ cgroup: node.agentCgroup, netnsPath: node.netnsPath, argv, env, log: node.agentLog, cwd: REPO_ROOT });
+  node.agentPid = pid;
+  writeState(state);
+  log.info({ node: node.name, pid, log: node.agentLog }, 'agent started');
+}
+
+async function waitAgentReady(state: LabState, node: NodeState, timeoutMs: number): Promise<void> {
+  if (!node.agentPid) throw new WeftError(ErrorCodes.LAB_STATE, `no agent is running on node ${node.name}`);
+  await waitReady(readyUrl(node), node.agentPid, node.agentLog, timeoutMs, `agent of node ${node.name}`);
+  log.info({ lab: state.name, node: node.name }, 'agent ready');
+}
+
+export function readyUrl(node: NodeState): string {
+  return `http://${node.ip}:${READINESS_PORT}/healthz/ready`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// status, exec, handle
+
+export interface LabStatus {
+  name: string;
+  stateDir: string;
+  status: LabState['status'];
+  createdAt: string;
+  nodeNetwork: string;
+  serviceCIDR: string;
+  hostIP: string;
+  loadBalancer: string;
+  nodes: Array<{ name: string; ip: string; podCIDR: string; netns: string; agentPid?: number; agent: 'ready' | 'running' | 'stopped' | 'disabled'; log: string }>;
+  pods: Array<{ namespace: string; name: string; node: string; ip: string; netns: string; cgroup: string; phase: 'Running' | 'Stopped' | 'Partial'; enrolled: boolean; containers: Array<{ name: string; pid?: number; running: boolean; log: string }> }>;
+  services: Array<{ namespace: string; name: string; clusterIP: string; ports: string[]; endpoints: string[] }>;
+}
+
+function mustState(name?: string): { state: LabState; names: LabNames } {
+  const n = resolveLabName(name);
+  const names = labNames(n);
+  const state = readState(names);
+  if (!state) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${n}" is not running (no ${names.stateFile})`);
+  return { state, names };
+}
+
+export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus> {
+  const { state } = mustState(opts.name);
+  const nsLabels = new Map<string, Record<string, string> | undefined>();
+  for (const o of state.objects) if (o.kind === 'Namespace') nsLabels.set(o.metadata.name, o.metadata.labels);
+  const nodes = await Promise.all(
+    Object.values(state.nodes).map(async (n) => {
+      let agent: LabStatus['nodes'][number]['agent'] = 'disabled';
+      if (n.agentPid !== undefined) {
+        if (!pidAlive(n.agentPid)) agent = 'stopped';
+        else agent = (await httpStatus(readyUrl(n), 500)) === 200 ? 'ready' : 'running';
+      } else if (state.agents) agent = 'stopped';
+      return { name: n.name, ip: n.ip, podCIDR: n.podCIDR, netns: n.netns, agentPid: n.agentPid, agent, log: n.agentLog };
+    }),
+  );
+  const pods = Object.values(state.pods).map((p) => {
+    const obj = state.objects.find((o) => o.kind === 'Pod' && o.metadata.namespace === p.namespace && o.metadata.name === p.name) as PodResource | undefined;
+    const containers = p.containers.map((c) => ({ name: c.name, pid: c.pid, running: c.pid !== undefined && pidAlive(c.pid), log: c.log }));
+    const running = containers.filter((c) => c.running).length;
+    const ns: NamespaceResource = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: p.namespace, labels: nsLabels.get(p.namespace) } };
+    return {
+      namespace: p.namespace,
+      name: p.name,
+      node: p.node,
+      ip: p.ip,
+      netns: p.netns,
+      cgroup: p.cgroup,
+      phase: (running === containers.length && running > 0 ? 'Running' : running === 0 ? 'Stopped' : 'Partial') as 'Running' | 'Stopped' | 'Partial',
+      enrolled: obj ? isEnrolledLocal(obj, ns) : false,
+      containers,
+    };
+  });
+  const services = Object.values(state.services).map((s) => {
+    const obj = state.objects.find((o) => o.kind === 'Service' && o.metadata.namespace === s.namespace && o.metadata.name === s.name) as ServiceResource | undefined;
+    const sel = obj?.spec.selector;
+    const backends = sel
+      ? (state.objects.filter((o) => o.kind === 'Pod' && o.metadata.namespace === s.namespace && Object.entries(sel).every(([k, v]) => o.metadata.labels?.[k] === v)) as PodResource[])
+      : [];
+    const ports = (obj?.spec.ports ?? []).map((p) => `${p.port}${p.targetPort && p.targetPort !== p.port ? `→${p.targetPort}` : ''}/${p.protocol ?? 'TCP'}`);
+    const endpoints = backends.map((b) => state.pods[podKey(b.metadata.namespace, b.metadata.name)]?.ip).filter((x): x is string => !!x);
+    return { namespace: s.namespace, name: s.name, clusterIP: s.vip, ports, endpoints };
+  });
+  return {
+    name: state.name,
+    stateDir: state.stateDir,
+    status: state.status,
+    createdAt: state.createdAt,
+    nodeNetwork: state.nodeNetwork,
+    serviceCIDR: state.serviceCIDR,
+    hostIP: state.hostIP,
+    loadBalancer: state.lb ? `${state.lb.mode} (${state.lb.linkPin ?? state.lb.progPin})` : 'not loaded',
+    nodes,
+    pods,
+    services,
+  };
+}
+
+/** Runs argv inside a pod (its cgroup and netns, with its /etc/netns files); resolves with the exit code. */
+export async function labExec(name: string | undefined, target: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  requireRoot();
+  const { state } = mustState(name);
+  const ps = findPod(state, target);
+  if (argv.length === 0) throw new WeftError(ErrorCodes.USAGE, 'lab exec needs a command after --');
+  return execInPod(ps.cgroup, ps.netns, argv, { cwd: ps.cwd, ...opts });
+}
+
+function findPod(state: LabState, target: string): PodState {
+  const [ns, pod] = target.includes('/') ? target.split('/', 2) : ['default', target];
+  const ps = state.pods[podKey(ns!, pod!)];
+  if (!ps) throw new WeftError(ErrorCodes.USAGE, `no pod ${ns}/${pod} in lab "${state.name}" (pods: ${Object.keys(state.pods).join(', ') || 'none'})`);
+  return ps;
+}
+
+/** A running lab: its state (re-read on every access) and agent lifecycle controls for tests. */
+export class LabHandle {
+  readonly name: string;
+  readonly names: LabNames;
+  constructor(name?: string) {
+    this.name = resolveLabName(name);
+    this.names = labNames(this.name);
+    if (!readState(this.names)) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${this.name}" is not running (no ${this.names.stateFile})`);
+  }
+
+  get state(): LabState {
+    const s = readState(this.names);
+    if (!s) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${this.name}" is not running`);
+    return s;
+  }
+  get stateDir(): string {
+    return this.names.stateDir;
+  }
+  get resourcesDir(): string {
+    return this.names.resourcesDir;
+  }
+  get nodes(): NodeState[] {
+    return Object.values(this.state.nodes);
+  }
+  get pods(): PodState[] {
+    return Object.values(this.state.pods);
+  }
+  get services(): Array<{ namespace: string; name: string; vip: string }> {
+    return Object.values(this.state.services);
+  }
+  node(name: string): NodeState {
+    const n = this.state.nodes[name];
+    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${name} in lab "${this.name}"`);
+    return n;
+  }
+  pod(target: string): PodState {
+    return findPod(this.state, target);
+  }
+  service(target: string): { namespace: string; name: string; vip: string } {
+    const [ns, name] = target.includes('/') ? target.split('/', 2) : ['default', target];
+    const s = this.state.services[podKey(ns!, name!)];
+    if (!s) throw new WeftError(ErrorCodes.USAGE, `no service ${ns}/${name} in lab "${this.name}"`);
+    return s;
+  }
+  exec(target: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return labExec(this.name, target, argv, opts);
+  }
+  status(): Promise<LabStatus> {
+    return labStatus({ name: this.name });
+  }
+
+  /** Starts the node's agent (if not running) and waits until it is ready. */
+  async startAgent(node: string, opts: { readyTimeoutMs?: number } = {}): Promise<number> {
+    requireRoot();
+    const state = this.state;
+    const n = state.nodes[node];
+    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${node} in lab "${this.name}"`);
+    if (n.agentPid !== undefined && pidAlive(n.agentPid)) throw new WeftError(ErrorCodes.LAB_STATE, `the agent of node ${node} is already running (pid ${n.agentPid})`);
+    await startAgentFor(state, this.names, n);
+    await waitAgentReady(state, n, readyTimeout(opts));
+    return n.agentPid!;
+  }
+
+  /** Sends `signal` to the node's agent and waits for it to exit (SIGKILL after timeoutMs). */
+  async stopAgent(node: string, signal: NodeJS.Signals = 'SIGTERM', opts: { timeoutMs?: number } = {}): Promise<void> {
+    const state = this.state;
+    const n = state.nodes[node];
+    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${node} in lab "${this.name}"`);
+    if (n.agentPid === undefined) return;
+    await stopPid(n.agentPid, signal, opts.timeoutMs ?? 10_000);
+    log.info({ node, pid: n.agentPid, signal }, 'agent stopped');
+  }
+
+  /** SIGTERM, wait for exit, start again, wait ready. Returns the new pid. */
+  async restartAgent(node: string, opts: { readyTimeoutMs?: number; timeoutMs?: number } = {}): Promise<number> {
+    await this.stopAgent(node, 'SIGTERM', opts);
+    return this.startAgent(node, opts);
+  }
+}
+
+export function openLab(name?: string): LabHandle {
+  return new LabHandle(name);
+}
+
+export { ConfigError };
