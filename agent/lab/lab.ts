@@ -82,7 +82,6 @@ function readyTimeout(opts?: { readyTimeoutMs?: number }): number {
 // up
 
 export async function labUp(files: readonly string[], opts: UpOptions = {}): Promise<LabHandle> {
-  requireRoot();
   const name = resolveLabName(opts.name);
   const names = labNames(name);
   if (files.length === 0) throw new WeftError(ErrorCodes.USAGE, 'lab up needs at least one file (-f FILE)');
@@ -93,6 +92,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   // Validate everything before creating anything.
   const resources = loadFiles(files);
   const model = buildModel(resources, { labName: name, hostRoutes: await hostRoutes(), requireNodes: true });
+  requireRoot();
   const cgRoot = cgroup2Root();
   const leftovers = await findLeftovers(names);
   if (leftovers.length) {

@@ -150,7 +150,12 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
     vips.set(ip, s);
   }
 
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length) {
+    const fileOrder = new Map<string, number>();
+    for (const r of resources) if (!fileOrder.has(r.source.file)) fileOrder.set(r.source.file, fileOrder.size);
+    problems.sort((a, b) => (fileOrder.get(a.file) ?? 0) - (fileOrder.get(b.file) ?? 0) || a.line - b.line);
+    throw new ConfigError(problems);
+  }
 
   const namespaces = new Map<string, NamespaceResource>();
   for (const ns of declaredNs) namespaces.set(ns.metadata.name, ns);
