@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 
 import { SyscallError } from '../agent/errors.js';
 import { connectInNetns, currentNetnsCookie, listenInNetns, netnsCookie, socketCookie } from '../native/index.js';
-import { RUN_PREFIX, createNetns, deleteNetns, requirePrivileges } from './helpers/privileged.js';
+import { RUN_PREFIX, createNetns, deleteNetns, requirePrivileges, sh } from './helpers/privileged.js';
 
 const NETNS = `${RUN_PREFIX}-ns`;
 const PORT = 18080;
@@ -57,6 +57,10 @@ test('netns helpers: cookies, listen/connect with a mark, isolation, thread netn
   const toClient = new Promise<string>((r) => client.once('data', (d) => r(d.toString())));
   peer.write('pong from server');
   assert.equal(await toClient, 'pong from server');
+
+  // SO_MARK reached the socket: ss in that netns shows the client side with fwmark 0x539.
+  const ss = sh('ss', ['-N', NETNS, '-tnHe', 'state', 'established']);
+  assert.match(ss, new RegExp(`127\\.0\\.0\\.1:${PORT} .*fwmark:0x539`), ss);
 
   // The listener lives in the other netns: from the host, nobody is there.
   assert.notEqual(await hostConnect(PORT), 'connected');
