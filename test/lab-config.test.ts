@@ -51,6 +51,20 @@ function footprint(): string[] {
   return out;
 }
 
+/** Non-default ranges, so a lab running on the machine (with the default ranges) does not interfere. */
+function labConfig(): string {
+  return file(
+    'cfg.yaml',
+    `apiVersion: weft.io/v1alpha1
+kind: LabConfig
+metadata: {name: t}
+spec:
+  nodeNetwork: 10.213.255.0/28
+  serviceCIDR: 10.213.128.0/24
+`,
+  );
+}
+
 async function refused(files: string[]): Promise<ConfigError> {
   const before = footprint();
   let caught: unknown;
@@ -69,7 +83,7 @@ async function refused(files: string[]): Promise<ConfigError> {
 describe('lab: bad input is refused with file, line and reason, and nothing is created', () => {
   test('unknown kind → problem at the kind: line', async () => {
     const f = file('unknown-kind.yaml', `${NODE_A}---\napiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n`);
-    const err = await refused([f]);
+    const err = await refused([labConfig(), f]);
     assert.equal(err.problems.length, 1);
     assert.deepEqual({ ...err.problems[0]!, reason: '' }, { file: f, line: 7, field: 'kind', reason: '' });
     assert.match(err.problems[0]!.reason, /unknown kind "Deployment"/);
@@ -90,8 +104,8 @@ spec:
     command: ["sleep", "1"]
 `,
     );
-    const err = await refused([f]);
-    assert.equal(err.problems.length, 1);
+    const err = await refused([labConfig(), f]);
+    assert.equal(err.problems.length, 1, err.message);
     const p = err.problems[0]!;
     assert.equal(p.file, f);
     assert.equal(p.line, 10);
@@ -100,16 +114,7 @@ spec:
   });
 
   test('overlapping CIDRs (pod CIDRs of two nodes, pod CIDR vs service CIDR) → problems at the later field', async () => {
-    const cfg = file(
-      'cfg.yaml',
-      `apiVersion: weft.io/v1alpha1
-kind: LabConfig
-metadata: {name: t}
-spec:
-  nodeNetwork: 10.213.255.0/28
-  serviceCIDR: 10.213.128.0/24
-`,
-    );
+    const cfg = labConfig();
     const f = file(
       'overlap.yaml',
       `${NODE_A}---

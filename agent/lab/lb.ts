@@ -3,13 +3,13 @@
 // so it outlives `weft lab up`); if the addon is not built, falls back to bpftool (pinned program,
 // cgroup prog-attach) so the lab still works — the map layout is the same either way.
 import { existsSync, mkdirSync } from 'node:fs';
-import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { parseIPv4 } from '../registry/cidr.js';
 import type { Logger } from '../log.js';
 import { run } from './sys.js';
+import { array, encode, ipv4, pad, struct, u16, u32 } from '../../native/codec.js';
 
 export const LB_PROGRAM = 'weft_lab_connect4';
 export const LB_MAP = 'weft_lab_svc';
@@ -17,7 +17,6 @@ export const MAX_BACKENDS = 32;
 const KEY_SIZE = 8;
 const BACKEND_SIZE = 8;
 const VALUE_SIZE = 8 + MAX_BACKENDS * BACKEND_SIZE;
-const LE = endianness() === 'LE';
 
 /** Repository root, from dist/agent/lab/lb.js (or agent/lab/lb.ts). */
 export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url));
@@ -37,37 +36,21 @@ export interface LbEntry {
   backends: Backend[];
 }
 
-function writeU16Host(buf: Buffer, v: number, off: number): void {
-  if (LE) buf.writeUInt16LE(v, off);
-  else buf.writeUInt16BE(v, off);
-}
-function writeU32Host(buf: Buffer, v: number, off: number): void {
-  if (LE) buf.writeUInt32LE(v, off);
-  else buf.writeUInt32BE(v, off);
-}
-function writeIpNet(buf: Buffer, ip: string, off: number): void {
-  const n = parseIPv4(ip);
-  if (n === undefined) throw new WeftError(ErrorCodes.LAB, `not an IPv4 address: ${ip}`);
-  buf.writeUInt32BE(n, off);
-}
+// The C structs of bpf/lab_service_lb.bpf.c, with the native addon's typed codecs (sizes asserted).
+const SvcKey = struct({ vip: ipv4, port: u16, pad: pad(2) }, { size: KEY_SIZE });
+const BackendC = struct({ ip: ipv4, port: u16, pad: pad(2) }, { size: BACKEND_SIZE });
+const SvcValue = struct({ count: u32, pad: pad(4), backends: array(BackendC, MAX_BACKENDS) }, { size: VALUE_SIZE });
+const NO_BACKEND = { ip: '0.0.0.0', port: 0 };
 
 export function encodeKey(vip: string, port: number): Buffer {
-  const b = Buffer.alloc(KEY_SIZE);
-  writeIpNet(b, vip, 0);
-  writeU16Host(b, port, 4);
-  return b;
+  if (parseIPv4(vip) === undefined) throw new WeftError(ErrorCodes.LAB, `not an IPv4 address: ${vip}`);
+  return encode(SvcKey, { vip, port });
 }
 
 export function encodeValue(backends: readonly Backend[]): Buffer {
-  const b = Buffer.alloc(VALUE_SIZE);
-  const list = backends.slice(0, MAX_BACKENDS);
-  writeU32Host(b, list.length, 0);
-  list.forEach((be, i) => {
-    const off = 8 + i * BACKEND_SIZE;
-    writeIpNet(b, be.ip, off);
-    writeU16Host(b, be.port, off + 4);
-  });
-  return b;
+  const list = backends.slice(0, MAX_BACKENDS).map((b) => ({ ip: b.ip, port: b.port }));
+  const padded = [...list, ...Array.from({ length: MAX_BACKENDS - list.length }, () => NO_BACKEND)];
+  return encode(SvcValue, { count: list.length, backends: padded });
 }
 
 // The subset of native/index.ts (see native/API.md) the lab uses; imported lazily so the lab works
