@@ -1,10 +1,10 @@
 // Structured logging for every weft process: JSON, one event per line, fields not sentences.
-import { pino, type Logger } from 'pino';
+import { destination, pino, stdTimeFunctions, type Logger } from 'pino';
 
 export type { Logger };
 
 export function createLogger(component: string, options: { level?: string; destination?: number | string } = {}): Logger {
   const level = options.level ?? process.env.WEFT_LOG_LEVEL ?? 'info';
-  const dest = pino.destination({ dest: options.destination ?? 2, sync: true });
-  return pino({ level, base: { component }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  const dest = destination({ dest: options.destination ?? 2, sync: true });
+  return pino({ level, base: { component }, timestamp: stdTimeFunctions.isoTime }, dest);
 }

@@ -69,7 +69,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
 }
 
-function formatStatus(s: LabStatus): string {
+export function formatStatus(s: LabStatus): string {
   let t = `lab ${s.name}: ${s.status} (since ${s.createdAt})\nstate: ${s.stateDir}\n`;
   t += `node network ${s.nodeNetwork} (host ${s.hostIP}), service CIDR ${s.serviceCIDR}, load balancer ${s.loadBalancer}\n\n`;
   t += table([['NODE', 'IP', 'POD CIDR', 'AGENT', 'PID'], ...s.nodes.map((n) => [n.name, n.ip, n.podCIDR, n.agent, n.agentPid ? String(n.agentPid) : '-'])]);

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// The `weft` command line.
+import { SyscallError, WeftError, ConfigError } from '../errors.js';
+
+const USAGE = `weft — a sidecarless service mesh
+
+usage: weft <command> [options]
+
+commands:
+  lab up|down|status|exec|apply|logs|restart-agent   a local cluster of network namespaces (weft lab --help)
+  agent                                              run the node agent (weft agent --help)
+  demo                                               bring up the example lab, show capture at work, tear down
+  uninstall [--bpffs DIR]                            detach and remove every program, map and pin of an agent
+  version                                            print the version
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'lab':
+      return (await import('./lab.js')).labCommand(rest);
+    case 'agent':
+      return (await import('./agent.js')).agentCommand(rest);
+    case 'uninstall':
+      return (await import('./agent.js')).uninstallCommand(rest);
+    case 'demo':
+      return (await import('./demo.js')).demoCommand(rest);
+    case 'version':
+    case '--version': {
+      const { readFileSync } = await import('node:fs');
+      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`weft ${pkg.version}\n`);
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`weft: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`weft: invalid configuration:\n${err.message}\n`);
+    else if (err instanceof SyscallError) process.stderr.write(`weft: ${err.message}\n`);
+    else if (err instanceof WeftError) process.stderr.write(`weft: ${err.message} [${err.code}]\n`);
+    else process.stderr.write(`weft: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

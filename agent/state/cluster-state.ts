@@ -1,0 +1,122 @@
+// What the node agent knows about the cluster: workloads (pods), services and namespaces, indexed for
+// the two questions the proxy asks: "which local pods are enrolled?" and "where does this address go?".
+import {
+  Annotations,
+  isEnrolled,
+  type NamespaceResource,
+  type PodResource,
+  type Resource,
+  type ServiceResource,
+} from '../registry/types.js';
+import type { SockAddr } from '../datapath/layout.js';
+
+export interface Workload {
+  /** `namespace/name` */
+  key: string;
+  name: string;
+  namespace: string;
+  node: string;
+  ip: string | undefined;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  enrolled: boolean;
+  /** Path of the pod's network namespace (on this node). */
+  netns: string | undefined;
+}
+
+export interface ServiceEntry {
+  key: string;
+  name: string;
+  namespace: string;
+  vip: string | undefined;
+  ports: Array<{ port: number; targetPort: number; name?: string }>;
+  selector: Record<string, string>;
+}
+
+/** Where a connection to an original destination goes. */
+export interface Target {
+  addr: SockAddr;
+  /** `namespace/name` of the service when the destination was a service VIP. */
+  service?: string;
+  /** `namespace/name` of the destination pod, when it is a known workload. */
+  workload?: string;
+}
+
+export class ClusterState {
+  readonly workloads: Workload[];
+  readonly services: ServiceEntry[];
+  private readonly byIp = new Map<string, Workload>();
+  private readonly byVip = new Map<string, ServiceEntry>();
+  private readonly roundRobin = new Map<string, number>();
+
+  constructor(resources: readonly Resource[]) {
+    const namespaces = new Map<string, NamespaceResource>();
+    for (const r of resources) if (r.kind === 'Namespace') namespaces.set(r.metadata.name, r);
+    this.workloads = resources
+      .filter((r): r is PodResource => r.kind === 'Pod')
+      .map((pod) => {
+        const key = `${pod.metadata.namespace}/${pod.metadata.name}`;
+        return {
+          key,
+          name: pod.metadata.name,
+          namespace: pod.metadata.namespace,
+          node: pod.spec.nodeName,
+          ip: pod.status?.podIP,
+          serviceAccount: pod.spec.serviceAccountName ?? 'default',
+          labels: pod.metadata.labels ?? {},
+          enrolled: isEnrolled(pod, namespaces.get(pod.metadata.namespace)),
+          netns: pod.metadata.annotations?.[Annotations.netns],
+        };
+      });
+    for (const w of this.workloads) if (w.ip) this.byIp.set(w.ip, w);
+    this.services = resources
+      .filter((r): r is ServiceResource => r.kind === 'Service')
+      .map((svc) => ({
+        key: `${svc.metadata.namespace}/${svc.metadata.name}`,
+        name: svc.metadata.name,
+        namespace: svc.metadata.namespace,
+        vip: svc.spec.clusterIP,
+        ports: svc.spec.ports.map((p) => ({ port: p.port, targetPort: p.targetPort ?? p.port, ...(p.name ? { name: p.name } : {}) })),
+        selector: svc.spec.selector ?? {},
+      }));
+    for (const s of this.services) if (s.vip) this.byVip.set(s.vip, s);
+  }
+
+  /** Pods scheduled on `node` that are enrolled in the mesh and have a network namespace and an IP. */
+  enrolledOn(node: string): Workload[] {
+    return this.workloads.filter((w) => w.node === node && w.enrolled && w.netns && w.ip);
+  }
+
+  workloadByIp(ip: string): Workload | undefined {
+    return this.byIp.get(ip);
+  }
+
+  /** Running pods a service selects, in a stable order. */
+  endpoints(svc: ServiceEntry): Workload[] {
+    const sel = Object.entries(svc.selector);
+    if (sel.length === 0) return [];
+    return this.workloads
+      .filter((w) => w.namespace === svc.namespace && w.ip && sel.every(([k, v]) => w.labels[k] === v))
+      .sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  /**
+   * Resolve an original destination: a service VIP becomes one of its endpoints (round robin per
+   * service port), anything else is its own target. Undefined: a VIP port with no endpoint.
+   */
+  resolve(dst: SockAddr): Target | undefined {
+    const svc = this.byVip.get(dst.ip);
+    if (!svc) {
+      const w = this.byIp.get(dst.ip);
+      return { addr: dst, ...(w ? { workload: w.key } : {}) };
+    }
+    const port = svc.ports.find((p) => p.port === dst.port);
+    const endpoints = this.endpoints(svc);
+    if (!port || endpoints.length === 0) return undefined;
+    const rrKey = `${svc.key}:${dst.port}`;
+    const n = this.roundRobin.get(rrKey) ?? 0;
+    this.roundRobin.set(rrKey, n + 1);
+    const pod = endpoints[n % endpoints.length]!;
+    return { addr: { ip: pod.ip!, port: port.targetPort }, service: svc.key, workload: pod.key };
+  }
+}

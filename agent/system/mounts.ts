@@ -1,0 +1,46 @@
+// Where the kernel's special filesystems are mounted on this host, and mounting bpffs when absent.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { ErrorCodes, WeftError } from '../errors.js';
+
+interface Mount {
+  source: string;
+  target: string;
+  fstype: string;
+}
+
+function mounts(): Mount[] {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [source = '', target = '', fstype = ''] = line.split(' ');
+      return { source, target: target.replace(/\\040/g, ' '), fstype };
+    });
+}
+
+/** The cgroup v2 mount point: /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones. */
+export function cgroup2Root(): string {
+  const found = mounts().filter((m) => m.fstype === 'cgroup2');
+  const preferred = found.find((m) => m.target === '/sys/fs/cgroup') ?? found[0];
+  if (!preferred) throw new WeftError(ErrorCodes.PRIVILEGE, 'no cgroup v2 filesystem is mounted (weft needs cgroup v2)');
+  return preferred.target;
+}
+
+/** A cgroup's id as the kernel reports it to BPF: the inode number of its directory. */
+export function cgroupId(path: string): bigint {
+  return statSync(path, { bigint: true }).ino;
+}
+
+export const BPFFS_ROOT = '/sys/fs/bpf';
+
+/** Make sure a BPF filesystem is mounted at /sys/fs/bpf (mounting it when root and absent). */
+export function ensureBpffs(): void {
+  if (mounts().some((m) => m.fstype === 'bpf' && m.target === BPFFS_ROOT)) return;
+  if (!existsSync(BPFFS_ROOT)) mkdirSync(BPFFS_ROOT, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS_ROOT], { stdio: 'pipe' });
+  } catch (err) {
+    throw new WeftError(ErrorCodes.PRIVILEGE, `cannot mount bpffs at ${BPFFS_ROOT}: ${String(err)}`, { cause: err });
+  }
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structures shared between weft's eBPF programs and the agent. The TypeScript side mirrors every
+ * struct here in agent/datapath/layout.ts: change both together, keep explicit padding so the layout
+ * is the same on every architecture.
+ */
+#ifndef __WEFT_H
+#define __WEFT_H
+
+/* SO_MARK on every socket the proxy opens itself; such sockets are never captured (Istio's value). */
+#define WEFT_PROXY_MARK 0x539
+
+#define WEFT_OUTBOUND_PORT 15001
+#define WEFT_INBOUND_PORT 15006
+#define WEFT_HBONE_PORT 15008
+
+#define WEFT_AF_INET 2
+#define WEFT_AF_INET6 10
+
+/* An IPv4 or IPv6 socket address. IPv4 sits in addr[0..3]; addr is network order, port host order. */
+struct weft_sockaddr {
+	__u8 addr[16];
+	__u16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* Value of weft_enrolled, keyed by the pod's network namespace cookie. */
+enum weft_enroll_state {
+	WEFT_ENROLL_READY = 1,	/* the proxy listens in this netns: steer */
+	WEFT_ENROLL_PENDING = 2, /* enrolled, proxy not ready: refuse (fail closed) */
+};
+
+struct weft_enrollment {
+	__u32 state;
+	__u32 pad;
+};
+
+/* The original destination of a steered connection. */
+struct weft_orig_dst {
+	struct weft_sockaddr dst;
+	__u64 netns_cookie;
+	__u64 start_ns;
+};
+
+/* Key of weft_orig_dst_by_tuple: the client socket's local address inside its netns. */
+struct weft_tuple_key {
+	__u64 netns_cookie;
+	struct weft_sockaddr src;
+};
+
+/* Key of weft_inbound_listeners (SOCKHASH): a pod IP, whose proxy inbound listener is the value. */
+struct weft_ip_key {
+	__u8 addr[16];
+	__u32 family;
+};
+
+/* Bits of weft_excluded_ports values. */
+#define WEFT_EXCLUDE_OUTBOUND 1
+#define WEFT_EXCLUDE_INBOUND 2
+
+enum weft_event_kind {
+	WEFT_EV_STEERED = 1, /* connect() or an inbound SYN sent to the proxy */
+	WEFT_EV_PASSED = 2,  /* an enrolled netns's connection deliberately left alone */
+	WEFT_EV_REFUSED = 3, /* enrolled but no proxy ready: refused (fail closed) */
+	WEFT_EV_CLOSED = 4,  /* a steered connection closed: bytes and duration */
+};
+
+enum weft_direction {
+	WEFT_DIR_OUTBOUND = 1,
+	WEFT_DIR_INBOUND = 2,
+};
+
+enum weft_reason {
+	WEFT_REASON_NONE = 0,
+	WEFT_REASON_EXCLUDED_PORT = 1,
+	WEFT_REASON_PROXY_SOCKET = 2,
+	WEFT_REASON_LOOPBACK = 3,
+	WEFT_REASON_PROXY_NOT_READY = 4,
+	WEFT_REASON_NO_LISTENER = 5,
+	WEFT_REASON_PROXY_PORT = 6,
+};
+
+/* One record of the weft_events ring buffer; 96 bytes. */
+struct weft_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 netns_cookie;
+	__u64 socket_cookie;
+	struct weft_sockaddr src;
+	struct weft_sockaddr dst; /* the original destination */
+	__u8 kind;
+	__u8 direction;
+	__u8 reason;
+	__u8 pad[5];
+	__u64 bytes_sent;     /* CLOSED: bytes acknowledged by the peer */
+	__u64 bytes_received; /* CLOSED: bytes received */
+	__u64 duration_ns;    /* CLOSED: from connect() to close */
+};
+
+#endif /* __WEFT_H */

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The capture maps. Every capture object includes this header and every map is pinned by name, so
+ * the objects loaded with the same pin root share one instance of each map, and a restarted agent
+ * finds the maps (and the state in them) where the previous one left them.
+ */
+#ifndef __WEFT_MAPS_H
+#define __WEFT_MAPS_H
+
+#include "weft.h"
+
+/* Enrolled pod network namespaces: netns cookie -> enrollment state. Filled by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct weft_enrollment);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_enrolled SEC(".maps");
+
+/* Original destination by the client socket's cookie, written at connect(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct weft_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_dst_cookie SEC(".maps");
+
+/* Original destination by (netns, client local address), written when the connection is
+ * established: the proxy knows exactly this from the socket it accepted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct weft_tuple_key);
+	__type(value, struct weft_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_dst_tuple SEC(".maps");
+
+/* Each enrolled pod's inbound capture listener, keyed by the pod's IP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_ip_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_listeners SEC(".maps");
+
+/* Ports never captured: port (host order) -> WEFT_EXCLUDE_* bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_excl_ports SEC(".maps");
+
+static __always_inline int weft_port_excluded(__u16 port, __u8 direction_bit)
+{
+	__u8 *bits = bpf_map_lookup_elem(&weft_excl_ports, &port);
+
+	return bits && (*bits & direction_bit);
+}
+
+#endif /* __WEFT_MAPS_H */
