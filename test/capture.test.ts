@@ -201,6 +201,44 @@ test('enrolling and un-enrolling a running pod by its namespace label', async (t
   assert.equal(lab.pod('plain/client').containers[0]?.pid, pid, 'the pod was not restarted');
 });
 
+test('dual-stack sockets dialling IPv4 are captured through connect6', async (t) => {
+  if (!lab) return t.skip('no lab');
+  const b = lab.pod('mesh/server-b').ip;
+  const before = await stats('node-a');
+  const { code, summary } = await storm('mesh/client', [`::ffff:${b}:8080`], 20);
+  assert.equal(code, 0, JSON.stringify(summary.errors));
+  assert.deepEqual(summary.byTarget[`::ffff:${b}:8080`]?.servers, { 'server-b': 20 });
+  const after = await statsReaching('node-a', (s) => s.events.steered.outbound - before.events.steered.outbound >= 20);
+  assert.equal(after.events.steered.outbound - before.events.steered.outbound, 20);
+  const client = (s: Stats) => s.proxies['mesh/client']!.outbound;
+  assert.equal(client(after).forwarded - client(before).forwarded, 20);
+});
+
+test('an invalid resource document is reported and the last good version stays in force', async (t) => {
+  if (!lab) return t.skip('no lab');
+  const file = join(lab.resourcesDir, 'lab.yaml');
+  const good = readFileSync(file, 'utf8');
+  const dump = () =>
+    agentAdminGet<{ enrolled: Array<{ pod: string }>; configProblems: string[] }>(lab!.node('node-a').netnsPath, '/config_dump');
+  const enrolledBefore = (await dump()).enrolled.map((e) => e.pod).sort();
+  try {
+    // The namespace loses its label and a broken document appears in the same file: the file is
+    // rejected as a whole, so nothing is un-enrolled by a half-read configuration.
+    writeFileSync(file, good.replace('istio.io/dataplane-mode: ambient', 'team: mesh') + '---\napiVersion: v1\nkind: Pod\nmetadata: {name: Broken_Name, namespace: mesh}\n');
+    const d = await eventually('the problem to be reported', async () => {
+      const x = await dump();
+      return x.configProblems.length > 0 ? x : undefined;
+    });
+    assert.match(d.configProblems[0] ?? '', /lab\.yaml:\d+: metadata\.name/);
+    assert.deepEqual(d.enrolled.map((e) => e.pod).sort(), enrolledBefore);
+    const r = await storm('mesh/client', [`${lab.pod('mesh/server-b').ip}:8080`], 5);
+    assert.equal(r.code, 0, JSON.stringify(r.summary.errors));
+  } finally {
+    writeFileSync(file, good);
+  }
+  await eventually('the problem to clear', async () => ((await dump()).configProblems.length === 0 ? true : undefined));
+});
+
 /** Links attached for the capture: attach type → count, for one cgroup, and sk_lookup links by netns inode. */
 function bpfLinks(cgroup: string, netnsPaths: string[]): { cgroup: Record<string, number>; netns: number[] } {
   const links = JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{

@@ -34,6 +34,8 @@ export class NodeAgent {
   /** Pods that could not be enrolled: why, and their netns cookie (kept PENDING: fail closed). */
   private readonly failed = new Map<string, { error: string; cookie: bigint | undefined }>();
   private configProblems: string[] = [];
+  /** The resources last read from each file without a problem. */
+  private lastGood = new Map<string, Resource[]>();
   private synced = false;
   private reconciling: Promise<void> = Promise.resolve();
   private watcher: FSWatcher | undefined;
@@ -93,7 +95,10 @@ export class NodeAgent {
     this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
   }
 
-  /** Re-read the source. A bad document is reported and skipped; the rest applies. */
+  /**
+   * Re-read the source. A file with an invalid document keeps its last good contents in force (a
+   * typo must not un-enroll a pod); the problems are logged and shown by the admin API.
+   */
   private reload(): void {
     let result;
     try {
@@ -102,9 +107,20 @@ export class NodeAgent {
       this.options.log.error({ err: errorMessage(err), source: this.sourceDir }, 'cannot read the source; keeping the last configuration');
       return;
     }
+    const badFiles = new Set(result.problems.map((p) => p.file));
+    const byFile = new Map<string, Resource[]>();
+    for (const r of result.resources) {
+      if (badFiles.has(r.source.file)) continue;
+      byFile.set(r.source.file, [...(byFile.get(r.source.file) ?? []), stripSource<Resource>(r)]);
+    }
+    for (const file of badFiles) {
+      const lastGood = this.lastGood.get(file);
+      if (lastGood) byFile.set(file, lastGood);
+    }
+    this.lastGood = byFile;
     this.configProblems = result.problems.map(formatProblem);
-    for (const p of result.problems) this.options.log.error({ problem: formatProblem(p) }, 'invalid configuration document rejected');
-    this.state = new ClusterState(result.resources.map((r) => stripSource<Resource>(r)));
+    for (const p of result.problems) this.options.log.error({ problem: formatProblem(p) }, 'invalid configuration document rejected; last good version stays');
+    this.state = new ClusterState([...byFile.values()].flat());
     this.reconciling = this.reconciling.then(() => this.reconcile());
   }
 
