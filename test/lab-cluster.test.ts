@@ -4,11 +4,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requirePrivileges, repoRoot } from './helpers/privileged.js';
-import { labUp, labApply, labDown, labExec, openLab, labNames, cgroup2Root, type LabHandle } from '../agent/lab/index.js';
+import { labLeftovers, requirePrivileges, repoRoot } from './helpers/privileged.js';
+import { labUp, labApply, labDown, labExec, openLab, labNames, type LabHandle } from '../agent/lab/index.js';
 
 const LAB = `t${process.pid.toString(36)}`;
 const names = labNames(LAB);
@@ -74,26 +74,7 @@ metadata: {name: worker, namespace: legacy}
 spec: {selector: {app: worker}, ports: [{port: 70, targetPort: 7000}]}
 `;
 
-/** Everything of this lab on the machine: netns, links, cgroup, pins, /etc/netns, state dir, processes. */
-function footprint(): string[] {
-  const out: string[] = [];
-  for (const l of execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n')) if (l.startsWith(`${LAB}-`)) out.push(`netns ${l.split(' ')[0]}`);
-  for (const l of execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n')) if (l.includes(names.linkPrefix)) out.push(`link ${l.split(':')[1]?.trim()}`);
-  const cg = join(cgroup2Root(), names.cgroupRel);
-  if (existsSync(cg)) out.push(`cgroup ${cg}`);
-  if (existsSync(names.pinRoot)) out.push(`pins ${names.pinRoot}`);
-  if (existsSync('/etc/netns')) for (const e of readdirSync('/etc/netns')) if (e.startsWith(`${LAB}-`)) out.push(`/etc/netns/${e}`);
-  if (existsSync(names.stateDir)) out.push(`state ${names.stateDir}`);
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(`/${names.cgroupRel}/`)) out.push(`process ${p}`);
-    } catch {
-      /* exited */
-    }
-  }
-  return out;
-}
+const footprint = (): string[] => labLeftovers(names);
 
 let lab: LabHandle | undefined;
 let privileged = false;

@@ -2,14 +2,15 @@
 // lab creates nothing (no netns, link, cgroup, pin, /etc/netns entry or state dir).
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { ConfigError } from '../agent/errors.js';
 import { parseDocuments } from '../agent/registry/parse.js';
 import { loadDir, loadFiles } from '../agent/registry/load.js';
-import { labUp, labNames, cgroup2Root } from '../agent/lab/index.js';
+import { labUp, labNames } from '../agent/lab/index.js';
+import { labLeftovers } from './helpers/privileged.js';
 
 const LAB = `t${process.pid.toString(36)}c`;
 const dir = mkdtempSync(join(tmpdir(), 'weft-lab-config-'));
@@ -27,29 +28,7 @@ metadata: {name: node-a}
 spec: {podCIDR: 10.213.1.0/26}
 `;
 
-/** Everything of lab LAB that exists on the machine. */
-function footprint(): string[] {
-  const n = labNames(LAB);
-  const out: string[] = [];
-  let netns = '';
-  try {
-    netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  } catch {
-    /* no ip netns */
-  }
-  for (const l of netns.split('\n')) if (l.startsWith(`${LAB}-`)) out.push(`netns ${l}`);
-  const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  for (const l of links.split('\n')) if (l.includes(n.linkPrefix)) out.push(`link ${l}`);
-  try {
-    if (existsSync(join(cgroup2Root(), n.cgroupRel))) out.push('cgroup');
-  } catch {
-    /* no cgroup2 */
-  }
-  if (existsSync(n.pinRoot)) out.push('pins');
-  if (existsSync(n.stateDir)) out.push('state dir');
-  if (existsSync('/etc/netns')) for (const e of readdirSync('/etc/netns')) if (e.startsWith(`${LAB}-`)) out.push(`/etc/netns/${e}`);
-  return out;
-}
+const footprint = (): string[] => labLeftovers(labNames(LAB));
 
 /** Non-default ranges, so a lab running on the machine (with the default ranges) does not interfere. */
 function labConfig(): string {

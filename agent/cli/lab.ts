@@ -3,8 +3,6 @@
 import { createReadStream, existsSync, readFileSync, statSync, watchFile, unwatchFile } from 'node:fs';
 import { ConfigError, ErrorCodes, WeftError, errorMessage, formatProblem } from '../errors.js';
 import { labApply, labDown, labExec, labStatus, labUp, openLab, type LabStatus } from '../lab/index.js';
-import { labNames, resolveLabName } from '../lab/names.js';
-import { readState } from '../lab/state.js';
 
 const USAGE = `usage: weft lab <command> [--name LAB] ...
   up -f FILE... [--no-agents] [--timeout SECONDS]   create the lab and start one agent per node
@@ -85,6 +83,11 @@ export function formatStatus(s: LabStatus): string {
   return t;
 }
 
+async function printStatus(name: string | undefined, json: boolean): Promise<void> {
+  const s = await labStatus({ name });
+  out(json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s));
+}
+
 async function follow(file: string): Promise<number> {
   let pos = 0;
   const pump = (): Promise<void> =>
@@ -140,15 +143,13 @@ export async function labCommand(argv: string[]): Promise<number> {
       case 'up': {
         if (!p.files.length) throw new WeftError(ErrorCodes.USAGE, 'lab up needs -f FILE');
         const lab = await labUp(p.files, { name: p.name, agents: p.agents, readyTimeoutMs: p.timeoutMs });
-        const s = await labStatus({ name: lab.name });
-        out(p.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s));
+        await printStatus(lab.name, p.json);
         return 0;
       }
       case 'apply': {
         if (!p.files.length) throw new WeftError(ErrorCodes.USAGE, 'lab apply needs -f FILE');
         const lab = await labApply(p.files, { name: p.name });
-        const s = await labStatus({ name: lab.name });
-        out(p.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s));
+        await printStatus(lab.name, p.json);
         return 0;
       }
       case 'down': {
@@ -156,11 +157,9 @@ export async function labCommand(argv: string[]): Promise<number> {
         out(p.json ? JSON.stringify(r, null, 2) + '\n' : `lab ${r.lab} removed (${r.removed.length} objects)\n`);
         return 0;
       }
-      case 'status': {
-        const s = await labStatus({ name: p.name });
-        out(p.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s));
+      case 'status':
+        await printStatus(p.name, p.json);
         return 0;
-      }
       case 'exec': {
         const target = args[0];
         if (!target || !p.rest.length) throw new WeftError(ErrorCodes.USAGE, 'usage: weft lab exec NS/POD -- CMD...');
@@ -170,19 +169,8 @@ export async function labCommand(argv: string[]): Promise<number> {
       case 'logs': {
         const target = args[0];
         if (!target) throw new WeftError(ErrorCodes.USAGE, 'usage: weft lab logs NODE|NS/POD [-f]');
-        const names = labNames(resolveLabName(p.name));
-        const state = readState(names);
-        if (!state) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${names.lab}" is not running`);
-        let files: string[];
-        if (target.includes('/')) {
-          const pod = state.pods[target];
-          if (!pod) throw new WeftError(ErrorCodes.USAGE, `no pod ${target} (pods: ${Object.keys(state.pods).join(', ')})`);
-          files = pod.containers.map((c) => c.log);
-        } else {
-          const node = state.nodes[target];
-          if (!node) throw new WeftError(ErrorCodes.USAGE, `no node ${target} (nodes: ${Object.keys(state.nodes).join(', ')})`);
-          files = [node.agentLog];
-        }
+        const lab = openLab(p.name);
+        const files = target.includes('/') ? lab.pod(target).containers.map((c) => c.log) : [lab.node(target).agentLog];
         if (p.follow) {
           if (files.length !== 1) throw new WeftError(ErrorCodes.USAGE, 'logs -f follows one file: the pod has several containers');
           return await follow(files[0]!);

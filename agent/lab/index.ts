@@ -21,4 +21,4 @@ export { resolveLabName, labNames, DEFAULT_LAB_NAME, STATE_ROOT, type LabNames }
 export type { LabState, NodeState, PodState, ServiceState, ContainerState } from './state.js';
 export type { ExecOptions, ExecResult } from './procs.js';
 export { encodeKey as encodeLbKey, encodeValue as encodeLbValue, MAX_BACKENDS, LB_MAP, LB_PROGRAM } from './lb.js';
-export { cgroup2Root } from './sys.js';
+export { cgroup2Root } from '../system/mounts.js';

@@ -4,11 +4,13 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
+import { uninstallCapture } from '../datapath/capture.js';
 import { ConfigError, ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { mustParseCidr, nthAddress } from '../registry/cidr.js';
 import { loadFiles } from '../registry/load.js';
 import { resourceKey, stripSource } from '../registry/parse.js';
+import { cgroup2Root, ensureBpffs } from '../system/mounts.js';
 import {
   Annotations,
   isEnrolled as isEnrolledLocal,
@@ -21,7 +23,7 @@ import {
 } from '../registry/types.js';
 import { lbObjectPath, loadLb, syncLbMap, REPO_ROOT, type LbEntry } from './lb.js';
 import { buildModel, type LabModel } from './model.js';
-import { ETC_NETNS, NETNS_DIR, isLabNetns, labNames, resolveLabName, type LabNames } from './names.js';
+import { DEFAULT_LAB_NAME, ETC_NETNS, NETNS_DIR, isLabNetns, labNames, resolveLabName, type LabNames } from './names.js';
 import {
   addNodeRoute,
   addressOf,
@@ -30,7 +32,7 @@ import {
   createFabric,
   createHostLink,
   createNodeNetns,
-  createPodNetns,
+  createNetns,
   deleteLink,
   deleteNetns,
   etcNetnsDir,
@@ -41,21 +43,7 @@ import {
 } from './net.js';
 import { execInPod, httpStatus, startAgentProcess, startContainer, stopPid, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
 import { journal, podKey, readState, writeState, type LabState, type NodeState, type PodState } from './state.js';
-import {
-  bpffsMounted,
-  cgroup2Root,
-  cgroupPidsDeep,
-  ensureBpffs,
-  hostRoutes,
-  killCgroupTree,
-  linkNames,
-  netnsList,
-  pidAlive,
-  pidCgroup,
-  requireRoot,
-  rmdirCgroupTree,
-  sleep,
-} from './sys.js';
+import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
 const log = createLogger('lab');
 
@@ -87,7 +75,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   if (files.length === 0) throw new WeftError(ErrorCodes.USAGE, 'lab up needs at least one file (-f FILE)');
   const existing = readState(names);
   if (existing) {
-    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" is already ${existing.status} (state in ${names.stateDir}); run "weft lab down${name === 'weft' ? '' : ` --name ${name}`}" first`);
+    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" is already ${existing.status} (state in ${names.stateDir}); ${downFirst(name)}`);
   }
   // Validate everything before creating anything.
   const resources = loadFiles(files);
@@ -96,9 +84,9 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   const cgRoot = cgroup2Root();
   const leftovers = await findLeftovers(names);
   if (leftovers.length) {
-    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" has leftovers of an earlier run (${leftovers.slice(0, 5).join(', ')}${leftovers.length > 5 ? ', …' : ''}); run "weft lab down${name === 'weft' ? '' : ` --name ${name}`}" first`);
+    throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" has leftovers of an earlier run (${leftovers.slice(0, 5).join(', ')}${leftovers.length > 5 ? ', …' : ''}); ${downFirst(name)}`);
   }
-  if (!existsSync(lbObjectPath())) throw new WeftError(ErrorCodes.BPF, `${lbObjectPath()} is missing: build the BPF programs with "make -C bpf"`);
+  lbObjectPath(); // throws now, before anything is created, if the load balancer is not built
   const agents = opts.agents ?? true;
   if (agents && !existsSync(agentEntry())) throw new WeftError(ErrorCodes.LAB, `${agentEntry()} is missing: build with "npx tsc -p ." (or start the lab with --no-agents)`);
 
@@ -157,6 +145,10 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   return new LabHandle(name);
 }
 
+function downFirst(name: string): string {
+  return `run "weft lab down${name === DEFAULT_LAB_NAME ? '' : ` --name ${name}`}" first`;
+}
+
 /** Things of this lab that exist on the machine without a state file (an earlier crash). */
 async function findLeftovers(names: LabNames): Promise<string[]> {
   const out: string[] = [];
@@ -176,7 +168,7 @@ function mkCgroup(state: LabState, path: string): void {
 }
 
 async function createInfrastructure(state: LabState, names: LabNames, model: LabModel): Promise<void> {
-  await ensureBpffs();
+  ensureBpffs();
   mkCgroup(state, state.cgroupRoot);
   const cg = cgroup2Root();
 
@@ -255,7 +247,7 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
     }
     const cwd = dirname(sources.get(key) ?? pod.source.file);
     if (!ps) {
-      ps = await createPod(state, names, model, pod, cwd);
+      ps = await createPod(state, names, pod, cwd);
     } else if (sources.has(key)) {
       ps.cwd = cwd;
     }
@@ -299,10 +291,10 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
 
   // kube-proxy.
   if (!state.lb) {
-    state.lb = await loadLb(state.cgroupRoot, names.labPinDir, log, (path) => journal(state, { type: 'pin', path }));
+    state.lb = loadLb(state.cgroupRoot, names.labPinDir, log);
     writeState(state);
   }
-  state.lbKeys = await syncLbMap(state.lb, lbEntries(state, model), state.lbKeys);
+  state.lbKeys = syncLbMap(state.lb, lbEntries(state, model), state.lbKeys);
   writeState(state);
 
   writeResources(state, names, model);
@@ -323,6 +315,11 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
   );
 }
 
+/** Does a service selector pick this object (every selector label present with the same value)? */
+function selects(selector: Record<string, string>, o: Resource): boolean {
+  return Object.entries(selector).every(([k, v]) => o.metadata.labels?.[k] === v);
+}
+
 function lbEntries(state: LabState, model: LabModel): LbEntry[] {
   const entries: LbEntry[] = [];
   for (const svc of model.services) {
@@ -331,7 +328,7 @@ function lbEntries(state: LabState, model: LabModel): LbEntry[] {
     const pods = selector
       ? model.pods
           .filter((p) => p.metadata.namespace === svc.metadata.namespace)
-          .filter((p) => Object.entries(selector).every(([k, v]) => p.metadata.labels?.[k] === v))
+          .filter((p) => selects(selector, p))
           .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
       : [];
     for (const port of svc.spec.ports) {
@@ -345,7 +342,7 @@ function lbEntries(state: LabState, model: LabModel): LbEntry[] {
   return entries;
 }
 
-async function createPod(state: LabState, names: LabNames, model: LabModel, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
+async function createPod(state: LabState, names: LabNames, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
   const key = podKey(pod.metadata.namespace, pod.metadata.name);
   const node = state.nodes[pod.spec.nodeName];
   if (!node) throw new WeftError(ErrorCodes.LAB, `pod ${key}: node ${pod.spec.nodeName} does not exist`);
@@ -368,10 +365,9 @@ async function createPod(state: LabState, names: LabNames, model: LabModel, pod:
     containers: [],
   };
   state.pods[key] = ps;
-  void model;
   mkCgroup(state, ps.cgroup);
   journal(state, { type: 'netns', name: netns });
-  await createPodNetns(netns);
+  await createNetns(netns);
   await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseCidr(node.podCIDR).prefix, gateway: node.gateway });
   writeState(state);
   log.info({ pod: key, node: node.name, ip: podIP }, 'pod network ready');
@@ -527,36 +523,26 @@ export async function labDown(opts: { name?: string } = {}): Promise<DownReport>
     cgRoot = state?.cgroupRoot;
   }
 
-  // 1. Processes: everything in the lab's cgroup tree, and any recorded pid that is still in it.
+  // 1. Processes: everything in the lab's cgroup tree (agents, containers, exec'd commands). First,
+  // because a process holding a BPF link keeps it alive after its pin is gone.
   const cgroups = new Set<string>([...(cgRoot ? [cgRoot] : []), ...(state?.journal ?? []).filter((e) => e.type === 'cgroup').map((e) => (e as { path: string }).path)]);
-  const pids = [
-    ...Object.values(state?.nodes ?? {}).map((n) => n.agentPid),
-    ...Object.values(state?.pods ?? {}).flatMap((p) => p.containers.map((c) => c.pid)),
-  ].filter((p): p is number => typeof p === 'number');
-  for (const pid of pids) {
-    if (pidCgroup(pid)?.startsWith(`/${names.cgroupRel}/`)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-  for (const cg of cgroups) if (existsSync(cg)) killCgroupTree(cg);
+  for (const cg of cgroups) killCgroupTree(cg);
   for (const cg of cgroups) {
     if (existsSync(cg) && !(await waitCgroupEmpty(cg, 10_000))) report.failed.push(`processes still running in ${cg}: ${cgroupPidsDeep(cg).join(', ')}`);
   }
 
-  // 2. BPF pins (the lab's load balancer link/map and the agents' pins).
-  if (bpffsMounted()) {
-    for (const p of [names.pinRoot, ...(state?.journal ?? []).filter((e) => e.type === 'pin').map((e) => (e as { path: string }).path)]) {
-      if (!existsSync(p)) continue;
-      try {
-        rmSync(p, { recursive: true, force: true });
-        report.removed.push(`pin ${p}`);
-      } catch (err) {
-        report.failed.push(`pin ${p}: ${errorMessage(err)}`);
-      }
+  // 2. BPF pins: <pinRoot>/lab (the load balancer) and <pinRoot>/<node> (each agent's maps, cgroup
+  // links and per-pod sk_lookup links), all in the agents' layout. Every pinned link is detached
+  // before its pin goes: removing a pin alone detaches a link only once nothing holds it any more,
+  // and the kernel frees it some time later.
+  if (existsSync(names.pinRoot)) {
+    try {
+      let detached = 0;
+      for (const dir of readdirSync(names.pinRoot)) detached += uninstallCapture(join(names.pinRoot, dir), log).detached;
+      rmSync(names.pinRoot, { recursive: true, force: true });
+      report.removed.push(`pins ${names.pinRoot} (${detached} links detached)`);
+    } catch (err) {
+      report.failed.push(`pins ${names.pinRoot}: ${errorMessage(err)}`);
     }
   }
 
@@ -724,7 +710,7 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
     const obj = state.objects.find((o) => o.kind === 'Service' && o.metadata.namespace === s.namespace && o.metadata.name === s.name) as ServiceResource | undefined;
     const sel = obj?.spec.selector;
     const backends = sel
-      ? (state.objects.filter((o) => o.kind === 'Pod' && o.metadata.namespace === s.namespace && Object.entries(sel).every(([k, v]) => o.metadata.labels?.[k] === v)) as PodResource[])
+      ? (state.objects.filter((o) => o.kind === 'Pod' && o.metadata.namespace === s.namespace && selects(sel, o)) as PodResource[])
       : [];
     const ports = (obj?.spec.ports ?? []).map((p) => `${p.port}${p.targetPort && p.targetPort !== p.port ? `→${p.targetPort}` : ''}/${p.protocol ?? 'TCP'}`);
     const endpoints = backends.map((b) => state.pods[podKey(b.metadata.namespace, b.metadata.name)]?.ip).filter((x): x is string => !!x);
@@ -738,7 +724,7 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
     nodeNetwork: state.nodeNetwork,
     serviceCIDR: state.serviceCIDR,
     hostIP: state.hostIP,
-    loadBalancer: state.lb ? `${state.lb.mode} (${state.lb.linkPin ?? state.lb.progPin})` : 'not loaded',
+    loadBalancer: state.lb ? state.lb.linkPin : 'not loaded',
     nodes,
     pods,
     services,
@@ -754,11 +740,22 @@ export async function labExec(name: string | undefined, target: string, argv: re
   return execInPod(ps.cgroup, ps.netns, argv, { cwd: ps.cwd, ...opts });
 }
 
+/** `ns/name`, or `name` in namespace default (as kubectl reads it). */
+function namespaced(target: string): string {
+  return target.includes('/') ? target : podKey('default', target);
+}
+
 function findPod(state: LabState, target: string): PodState {
-  const [ns, pod] = target.includes('/') ? target.split('/', 2) : ['default', target];
-  const ps = state.pods[podKey(ns!, pod!)];
-  if (!ps) throw new WeftError(ErrorCodes.USAGE, `no pod ${ns}/${pod} in lab "${state.name}" (pods: ${Object.keys(state.pods).join(', ') || 'none'})`);
+  const key = namespaced(target);
+  const ps = state.pods[key];
+  if (!ps) throw new WeftError(ErrorCodes.USAGE, `no pod ${key} in lab "${state.name}" (pods: ${Object.keys(state.pods).join(', ') || 'none'})`);
   return ps;
+}
+
+function findNode(state: LabState, name: string): NodeState {
+  const n = state.nodes[name];
+  if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${name} in lab "${state.name}" (nodes: ${Object.keys(state.nodes).join(', ')})`);
+  return n;
 }
 
 /** A running lab: its state (re-read on every access) and agent lifecycle controls for tests. */
@@ -792,17 +789,15 @@ export class LabHandle {
     return Object.values(this.state.services);
   }
   node(name: string): NodeState {
-    const n = this.state.nodes[name];
-    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${name} in lab "${this.name}"`);
-    return n;
+    return findNode(this.state, name);
   }
   pod(target: string): PodState {
     return findPod(this.state, target);
   }
   service(target: string): { namespace: string; name: string; vip: string } {
-    const [ns, name] = target.includes('/') ? target.split('/', 2) : ['default', target];
-    const s = this.state.services[podKey(ns!, name!)];
-    if (!s) throw new WeftError(ErrorCodes.USAGE, `no service ${ns}/${name} in lab "${this.name}"`);
+    const key = namespaced(target);
+    const s = this.state.services[key];
+    if (!s) throw new WeftError(ErrorCodes.USAGE, `no service ${key} in lab "${this.name}"`);
     return s;
   }
   exec(target: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
@@ -816,8 +811,7 @@ export class LabHandle {
   async startAgent(node: string, opts: { readyTimeoutMs?: number } = {}): Promise<number> {
     requireRoot();
     const state = this.state;
-    const n = state.nodes[node];
-    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${node} in lab "${this.name}"`);
+    const n = findNode(state, node);
     if (n.agentPid !== undefined && pidAlive(n.agentPid)) throw new WeftError(ErrorCodes.LAB_STATE, `the agent of node ${node} is already running (pid ${n.agentPid})`);
     await startAgentFor(state, this.names, n);
     await waitAgentReady(state, n, readyTimeout(opts));
@@ -826,9 +820,7 @@ export class LabHandle {
 
   /** Sends `signal` to the node's agent and waits for it to exit (SIGKILL after timeoutMs). */
   async stopAgent(node: string, signal: NodeJS.Signals = 'SIGTERM', opts: { timeoutMs?: number } = {}): Promise<void> {
-    const state = this.state;
-    const n = state.nodes[node];
-    if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${node} in lab "${this.name}"`);
+    const n = this.node(node);
     if (n.agentPid === undefined) return;
     await stopPid(n.agentPid, signal, opts.timeoutMs ?? 10_000);
     log.info({ node, pid: n.agentPid, signal }, 'agent stopped');

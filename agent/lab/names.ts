@@ -3,10 +3,10 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { WeftError, ErrorCodes } from '../errors.js';
+import { BPFFS_ROOT } from '../system/mounts.js';
 
 export const DEFAULT_LAB_NAME = 'weft';
 export const STATE_ROOT = process.env.WEFT_LAB_STATE_ROOT ?? '/run/weft/lab';
-export const BPFFS = '/sys/fs/bpf';
 export const NETNS_DIR = '/var/run/netns';
 export const ETC_NETNS = '/etc/netns';
 
@@ -63,7 +63,7 @@ export function labNames(lab: string): LabNames {
   const hash = createHash('sha256').update(lab).digest('hex').slice(0, 6);
   const linkPrefix = `wl${hash}`;
   const stateDir = join(STATE_ROOT, lab);
-  const pinRoot = join(BPFFS, 'weft', lab);
+  const pinRoot = join(BPFFS_ROOT, 'weft', lab);
   const cgroupRel = `weft-lab-${lab}`;
   return {
     lab,

@@ -7,9 +7,25 @@ import { cidrSize, mustParseCidr, nthAddress } from '../registry/cidr.js';
 import { ETC_NETNS } from './names.js';
 import { ip, ipn, run } from './sys.js';
 
-export async function createFabric(netns: string): Promise<void> {
+/** A new netns with its loopback up. */
+export async function createNetns(netns: string): Promise<void> {
   await ip('netns', 'add', netns);
   await ipn(netns, 'link', 'set', 'lo', 'up');
+}
+
+/**
+ * eth0 of `netns` holding `cidrAddress`, its veth peer `peer` enslaved to `bridge` in `bridgeNetns`.
+ * How a node joins the fabric's br0 and a pod its node's cni0.
+ */
+async function addEth0(netns: string, cidrAddress: string, peer: string, bridgeNetns: string, bridge: string): Promise<void> {
+  await ip('link', 'add', 'eth0', 'netns', netns, 'type', 'veth', 'peer', 'name', peer, 'netns', bridgeNetns);
+  await ipn(bridgeNetns, 'link', 'set', peer, 'master', bridge, 'up');
+  await ipn(netns, 'addr', 'add', cidrAddress, 'dev', 'eth0');
+  await ipn(netns, 'link', 'set', 'eth0', 'up');
+}
+
+export async function createFabric(netns: string): Promise<void> {
+  await createNetns(netns);
   await ipn(netns, 'link', 'add', 'br0', 'type', 'bridge');
   await ipn(netns, 'link', 'set', 'br0', 'up');
 }
@@ -37,8 +53,7 @@ export interface NodeNet {
 }
 
 export async function createNodeNetns(netns: string): Promise<void> {
-  await ip('netns', 'add', netns);
-  await ipn(netns, 'link', 'set', 'lo', 'up');
+  await createNetns(netns);
   // Before any interface exists, so eth0 and cni0 inherit them.
   await sysctls(netns, {
     'net.ipv4.ip_forward': '1',
@@ -48,10 +63,7 @@ export async function createNodeNetns(netns: string): Promise<void> {
 }
 
 export async function configureNode(n: NodeNet): Promise<void> {
-  await ip('link', 'add', 'eth0', 'netns', n.netns, 'type', 'veth', 'peer', 'name', n.fabricPeer, 'netns', n.fabric);
-  await ipn(n.fabric, 'link', 'set', n.fabricPeer, 'master', 'br0', 'up');
-  await ipn(n.netns, 'addr', 'add', `${n.ip}/${n.prefix}`, 'dev', 'eth0');
-  await ipn(n.netns, 'link', 'set', 'eth0', 'up');
+  await addEth0(n.netns, `${n.ip}/${n.prefix}`, n.fabricPeer, n.fabric, 'br0');
   const pod = mustParseCidr(n.podCIDR);
   await ipn(n.netns, 'link', 'add', 'cni0', 'type', 'bridge');
   await ipn(n.netns, 'addr', 'add', `${n.gateway}/${pod.prefix}`, 'dev', 'cni0');
@@ -71,16 +83,8 @@ export interface PodNet {
   gateway: string;
 }
 
-export async function createPodNetns(netns: string): Promise<void> {
-  await ip('netns', 'add', netns);
-  await ipn(netns, 'link', 'set', 'lo', 'up');
-}
-
 export async function configurePod(p: PodNet): Promise<void> {
-  await ip('link', 'add', 'eth0', 'netns', p.netns, 'type', 'veth', 'peer', 'name', p.peer, 'netns', p.nodeNetns);
-  await ipn(p.nodeNetns, 'link', 'set', p.peer, 'master', 'cni0', 'up');
-  await ipn(p.netns, 'addr', 'add', `${p.ip}/${p.prefix}`, 'dev', 'eth0');
-  await ipn(p.netns, 'link', 'set', 'eth0', 'up');
+  await addEth0(p.netns, `${p.ip}/${p.prefix}`, p.peer, p.nodeNetns, 'cni0');
   await ipn(p.netns, 'route', 'add', 'default', 'via', p.gateway, 'dev', 'eth0');
 }
 

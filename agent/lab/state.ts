@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { Resource } from '../registry/types.js';
+import type { LbPins } from './lb.js';
 import { labNames, type LabNames } from './names.js';
 
 export type JournalEntry =
@@ -75,8 +76,8 @@ export interface LabState {
   hostLink: string;
   fabricNetns: string;
   agents: boolean;
-  /** How the service load balancer was loaded: by the native addon (pinned link) or bpftool (prog attach). */
-  lb?: { mode: 'native' | 'bpftool'; mapPin: string; linkPin?: string; progPin?: string };
+  /** The service load balancer's pins, once it is loaded. */
+  lb?: LbPins;
   /** Hex keys currently written to the load balancer map. */
   lbKeys: string[];
   nodes: Record<string, NodeState>;

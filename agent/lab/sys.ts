@@ -1,9 +1,9 @@
-// Thin wrappers over the host: running commands (ip, nsenter, bpftool), cgroup v2 and bpffs discovery.
+// Thin wrappers over the host: running commands (ip), listing netns, links and routes, and walking,
+// killing and removing cgroup trees. Where cgroup2 and bpffs are mounted: agent/system/mounts.ts.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors.js';
-import { BPFFS } from './names.js';
 
 export interface RunResult {
   code: number;
@@ -43,37 +43,6 @@ export function requireRoot(): void {
   }
 }
 
-function mounts(): Array<{ source: string; target: string; fstype: string }> {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [source = '', target = '', fstype = ''] = l.split(' ');
-      return { source, target: target.replace(/\\(\d{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))), fstype };
-    });
-}
-
-let cgroup2Cache: string | undefined;
-/** The cgroup v2 mount point (from /proc/mounts: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). */
-export function cgroup2Root(): string {
-  if (cgroup2Cache) return cgroup2Cache;
-  const m = mounts().find((x) => x.fstype === 'cgroup2');
-  if (!m) throw new WeftError(ErrorCodes.PRIVILEGE, 'no cgroup v2 hierarchy is mounted (see /proc/mounts)');
-  cgroup2Cache = m.target;
-  return m.target;
-}
-
-/** Mounts bpffs at /sys/fs/bpf if it is not mounted yet. */
-export async function ensureBpffs(): Promise<void> {
-  if (mounts().some((m) => m.fstype === 'bpf' && m.target === BPFFS)) return;
-  mkdirSync(BPFFS, { recursive: true });
-  await run('mount', ['-t', 'bpf', 'bpf', BPFFS]);
-}
-
-export function bpffsMounted(): boolean {
-  return mounts().some((m) => m.fstype === 'bpf' && m.target === BPFFS);
-}
-
 export async function netnsList(): Promise<string[]> {
   const r = await run('ip', ['netns', 'list'], { allowFail: true });
   return r.stdout
@@ -105,8 +74,15 @@ export async function hostRoutes(): Promise<Array<{ dst: string; dev?: string }>
 // ---------------------------------------------------------------------------------------------
 // cgroups
 
-export function cgroupPath(rel: string): string {
-  return join(cgroup2Root(), rel);
+/** The child directories of `dir` (none if it is gone). */
+function subdirs(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => join(dir, d.name));
+  } catch {
+    return [];
+  }
 }
 
 /** Pids of a cgroup and all its descendants. */
@@ -118,13 +94,7 @@ export function cgroupPidsDeep(path: string): number[] {
     } catch {
       return;
     }
-    let entries: string[] = [];
-    try {
-      entries = readdirSync(p, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
-    } catch {
-      /* gone */
-    }
-    for (const e of entries) walk(join(p, e));
+    for (const child of subdirs(p)) walk(child);
   };
   walk(path);
   return out;
@@ -155,13 +125,7 @@ export function killCgroupTree(path: string): void {
 export function rmdirCgroupTree(path: string): string[] {
   const failed: string[] = [];
   const walk = (p: string): void => {
-    let entries: string[] = [];
-    try {
-      entries = readdirSync(p, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
-    } catch {
-      return;
-    }
-    for (const e of entries) walk(join(p, e));
+    for (const child of subdirs(p)) walk(child);
     try {
       rmdirSync(p);
     } catch (err) {
@@ -180,18 +144,6 @@ export function pidAlive(pid: number): boolean {
     return state !== 'Z' && state !== 'X';
   } catch {
     return false;
-  }
-}
-
-/** The cgroup v2 path (relative to the mount, starting with /) of a pid, or undefined. */
-export function pidCgroup(pid: number): string | undefined {
-  try {
-    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith('0::'));
-    return line?.slice(3);
-  } catch {
-    return undefined;
   }
 }
 

@@ -196,7 +196,8 @@ export function checkStringArray(ctx: DocContext, path: PathSeg[], v: Json, opts
   return ok ? (v as string[]) : undefined;
 }
 
-export function checkCidr(ctx: DocContext, path: PathSeg[], v: Json, required: boolean): string | undefined {
+/** A CIDR; with `size`, one with a prefix no longer than `maxPrefix` (`forWhat`: "pods" → "too small for pods"). */
+export function checkCidr(ctx: DocContext, path: PathSeg[], v: Json, required: boolean, size?: { maxPrefix: number; forWhat?: string }): string | undefined {
   const s = checkString(ctx, path, v, { required });
   if (s === undefined) return undefined;
   const c = parseCidr(s);
@@ -204,6 +205,8 @@ export function checkCidr(ctx: DocContext, path: PathSeg[], v: Json, required: b
     ctx.add(path, c);
     return undefined;
   }
+  // Reported, but the value is still returned: the caller decides from the problem count.
+  if (size && c.prefix > size.maxPrefix) ctx.add(path, `${c.text} is too small${size.forWhat ? ` for ${size.forWhat}` : ''} (prefix must be /${size.maxPrefix} or shorter)`);
   return c.text;
 }
 
@@ -341,11 +344,7 @@ registerKind('Node', {
     const before = ctx.problems.length;
     checkObject(ctx, [], raw, TOP);
     const spec = checkObject(ctx, ['spec'], raw.spec, ['podCIDR'], { required: true });
-    const podCIDR = spec ? checkCidr(ctx, ['spec', 'podCIDR'], spec.podCIDR, true) : undefined;
-    if (podCIDR) {
-      const c = parseCidr(podCIDR);
-      if (typeof c !== 'string' && c.prefix > 30) ctx.add(['spec', 'podCIDR'], `${podCIDR} is too small for pods (prefix must be /30 or shorter)`);
-    }
+    const podCIDR = spec ? checkCidr(ctx, ['spec', 'podCIDR'], spec.podCIDR, true, { maxPrefix: 30, forWhat: 'pods' }) : undefined;
     let addresses: Array<{ type: 'InternalIP'; address: string }> | undefined;
     const status = checkObject(ctx, ['status'], raw.status, ['addresses']);
     if (status && status.addresses !== undefined) {
@@ -543,17 +542,9 @@ registerKind('LabConfig', {
     const before = ctx.problems.length;
     checkObject(ctx, [], raw, ['apiVersion', 'kind', 'metadata', 'spec']);
     const spec = checkObject(ctx, ['spec'], raw.spec, ['nodeNetwork', 'serviceCIDR', 'clusterDomain']) ?? {};
-    const nodeNetwork = checkCidr(ctx, ['spec', 'nodeNetwork'], spec.nodeNetwork, false);
-    const serviceCIDR = checkCidr(ctx, ['spec', 'serviceCIDR'], spec.serviceCIDR, false);
+    const nodeNetwork = checkCidr(ctx, ['spec', 'nodeNetwork'], spec.nodeNetwork, false, { maxPrefix: 29 });
+    const serviceCIDR = checkCidr(ctx, ['spec', 'serviceCIDR'], spec.serviceCIDR, false, { maxPrefix: 28 });
     const clusterDomain = spec.clusterDomain === undefined ? undefined : checkSubdomainName(ctx, ['spec', 'clusterDomain'], spec.clusterDomain);
-    if (nodeNetwork) {
-      const c = parseCidr(nodeNetwork);
-      if (typeof c !== 'string' && c.prefix > 29) ctx.add(['spec', 'nodeNetwork'], `${nodeNetwork} is too small (prefix must be /29 or shorter)`);
-    }
-    if (serviceCIDR) {
-      const c = parseCidr(serviceCIDR);
-      if (typeof c !== 'string' && c.prefix > 28) ctx.add(['spec', 'serviceCIDR'], `${serviceCIDR} is too small (prefix must be /28 or shorter)`);
-    }
     if (ctx.problems.length !== before) return undefined;
     const r: LabConfigResource = { apiVersion: 'weft.io/v1alpha1', kind: 'LabConfig', metadata: meta, spec: {} };
     if (nodeNetwork) r.spec.nodeNetwork = nodeNetwork;

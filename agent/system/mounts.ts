@@ -15,7 +15,8 @@ function mounts(): Mount[] {
     .filter(Boolean)
     .map((line) => {
       const [source = '', target = '', fstype = ''] = line.split(' ');
-      return { source, target: target.replace(/\\040/g, ' '), fstype };
+      // /proc/mounts escapes space, tab, newline and backslash as \ooo (octal).
+      return { source, target: target.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))), fstype };
     });
 }
 

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // Helpers for tests that need root and BPF: skip (or fail in CI) without them, mount bpffs when
-// missing, find cgroup2, and hand out a per-run name prefix for netns/cgroups/pins.
+// missing, find cgroup2, hand out a per-run name prefix for netns/cgroups/pins, and list what a lab
+// left on the machine.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { LabNames } from '../../agent/lab/names.js';
+import { cgroup2Root, ensureBpffs } from '../../agent/system/mounts.js';
 
-export const BPFFS = '/sys/fs/bpf';
+// The host facts come from the agent's own implementation, so tests and agent agree on them.
+export { BPFFS_ROOT as BPFFS, cgroup2Root, ensureBpffs } from '../../agent/system/mounts.js';
 
 /** Per-run prefix for every name a test creates (netns, cgroup, pin dir): short, unique per pid. */
 export const RUN_PREFIX = `wt${process.pid.toString(36)}`;
@@ -27,44 +31,13 @@ export function fixture(name: string): string {
   return join(repoRoot(), 'bpf', 'build', 'test', `${name}.bpf.o`);
 }
 
-interface Mount {
-  source: string;
-  target: string;
-  fstype: string;
-}
-
-function mounts(): Mount[] {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [source = '', target = '', fstype = ''] = l.split(' ');
-      return { source, target: target.replace(/\\040/g, ' '), fstype };
-    });
-}
-
-/** Mounts bpffs at /sys/fs/bpf unless one is already there. */
-export function ensureBpffs(): void {
-  if (mounts().some((m) => m.fstype === 'bpf' && m.target === BPFFS)) return;
-  mkdirSync(BPFFS, { recursive: true });
-  execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS]);
-}
-
-/** Where cgroup2 is mounted (/sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones). */
-export function cgroup2Root(): string {
-  const all = mounts().filter((m) => m.fstype === 'cgroup2');
-  const pref = all.find((m) => m.target === '/sys/fs/cgroup') ?? all[0];
-  if (!pref) throw new Error('cgroup2 is not mounted');
-  return pref.target;
-}
-
 function whyUnprivileged(): string | undefined {
   if (process.getuid?.() !== 0) return 'not running as root';
   if (!existsSync('/sys/kernel/btf/vmlinux')) return 'kernel has no BTF (/sys/kernel/btf/vmlinux)';
   try {
     ensureBpffs();
   } catch (err) {
-    return `cannot mount bpffs: ${err instanceof Error ? err.message : String(err)}`;
+    return err instanceof Error ? err.message : String(err);
   }
   try {
     // bpftool needs bpf(2) to list programs: a cheap end-to-end check that BPF is usable here.
@@ -119,4 +92,44 @@ export function deleteNetns(name: string): void {
 /** Number of open file descriptors of this process. */
 export function openFdCount(): number {
   return readdirSync('/proc/self/fd').length;
+}
+
+/**
+ * Everything of a lab that exists on the machine: netns, host links, its cgroup, bpf pins, /etc/netns
+ * entries, state dir, and processes in its cgroups. Found by name, independently of the lab's code.
+ * Works unprivileged too (then it sees little), for tests that check a refused lab created nothing.
+ */
+export function labLeftovers(names: LabNames): string[] {
+  const out: string[] = [];
+  let netns = '';
+  try {
+    netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  } catch {
+    /* no netns support: nothing to find */
+  }
+  for (const l of netns.split('\n')) if (l.startsWith(`${names.lab}-`)) out.push(`netns ${l.split(' ')[0]}`);
+  for (const l of execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n')) {
+    if (l.includes(names.linkPrefix)) out.push(`link ${l.split(':')[1]?.trim()}`);
+  }
+  try {
+    const cg = join(cgroup2Root(), names.cgroupRel);
+    if (existsSync(cg)) out.push(`cgroup ${cg}`);
+  } catch {
+    /* no cgroup2: nothing to find */
+  }
+  if (existsSync(names.pinRoot)) out.push(`pins ${names.pinRoot}`);
+  if (existsSync('/etc/netns')) for (const e of readdirSync('/etc/netns')) if (e.startsWith(`${names.lab}-`)) out.push(`/etc/netns/${e}`);
+  if (existsSync(names.stateDir)) out.push(`state ${names.stateDir}`);
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      // A killed process stays a zombie until its (re)parent reaps it; it holds nothing any more.
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+      if (readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(`/${names.cgroupRel}/`)) out.push(`process ${p}`);
+    } catch {
+      /* exited */
+    }
+  }
+  return out;
 }
