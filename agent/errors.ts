@@ -20,8 +20,18 @@ export const ErrorCodes = {
   USAGE: 'WEFT_ERR_USAGE',
   /** A captured connection had no original destination recorded for it. */
   NO_ORIGINAL_DST: 'WEFT_ERR_NO_ORIGINAL_DST',
+  /** An HBONE tunnel could not be opened or was refused by its peer. */
+  HBONE: 'WEFT_ERR_HBONE',
   /** Setting up the machine (packages, build) failed. */
   SETUP: 'WEFT_ERR_SETUP',
+  /** The controller could not start, or an agent could not reach or use it. */
+  CONTROLLER: 'WEFT_ERR_CONTROLLER',
+  /** A SPIFFE ID or a workload certificate is malformed, or a workload's certificate is unavailable. */
+  IDENTITY: 'WEFT_ERR_IDENTITY',
+  /** The certificate authority refused a CSR, or could not load or create its root. */
+  CA: 'WEFT_ERR_CA',
+  /** A mutual-TLS handshake failed or the peer's identity was not acceptable; the message says why. */
+  TLS: 'WEFT_ERR_TLS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

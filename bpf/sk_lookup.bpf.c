@@ -7,7 +7,9 @@
  * their normal owners, and so does a connection from the pod's own address to itself: that is the
  * proxy handing a connection to the app (its upstream socket lives in the pod's netns, so its source
  * is the pod IP), or the pod talking to itself. Note that ingress_ifindex cannot tell these apart:
- * for a local destination the kernel reports the device owning the address, not lo.
+ * for a local destination the kernel reports the device owning the address, not lo. When the proxy
+ * hands a connection over from the client's own address (IP_TRANSPARENT, so the app sees the real
+ * peer), it registers that source in weft_upstreams first, and such connections pass too.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -75,6 +77,20 @@ int weft_sk_lookup(struct bpf_sk_lookup *ctx)
 		weft_sockaddr_v6(&dst, ip6, port);
 	}
 	key.family = ctx->family;
+
+	struct weft_upstream_key up = {};
+
+	if (ctx->family == WEFT_AF_INET) {
+		weft_sockaddr_v4(&up.src, ctx->remote_ip4, bpf_ntohs(ctx->remote_port));
+	} else {
+		__u32 rip6[4] = { ctx->remote_ip6[0], ctx->remote_ip6[1], ctx->remote_ip6[2],
+				  ctx->remote_ip6[3] };
+
+		weft_sockaddr_v6(&up.src, rip6, bpf_ntohs(ctx->remote_port));
+	}
+	up.dst_port = port;
+	if (bpf_map_lookup_elem(&weft_upstreams, &up))
+		return SK_PASS;
 
 	if (weft_port_excluded(port, WEFT_EXCLUDE_INBOUND)) {
 		weft_report(WEFT_EV_PASSED, WEFT_REASON_EXCLUDED_PORT, ctx, &dst);

@@ -4,12 +4,22 @@ import { uninstallCapture } from '../datapath/capture.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { NodeAgent } from '../node/agent.js';
+import { ControllerClient } from '../controller/client.js';
+import { ControllerSource, DirSource } from '../node/sources.js';
+import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
+import { readFileSync } from 'node:fs';
 import { cgroup2Root } from '../system/mounts.js';
 import { hostname } from 'node:os';
 
 export const AGENT_USAGE = `usage: weft agent [options]
   --node NAME                   this node's name (default: the host name)
-  --source dir:PATH             Kubernetes-style YAML directory to read and watch
+  --controller HOST:PORT        the controller: discovery and certificates (gRPC over mutual TLS)
+  --node-cert FILE, --node-key FILE, --root-cert FILE
+                                this node's credential toward the controller, and the mesh root
+  --source dir:PATH             read resources from a YAML directory instead of the controller's discovery
+  --cert-ttl DURATION           workload certificate lifetime to ask for (default 24h)
+  --trust-domain TD             until the controller says otherwise (default cluster.local)
+  --root-namespace NS           where mesh-wide policies live (default istio-system)
   --cgroup PATH                 cgroup v2 directory whose processes are captured (default: the cgroup2 root)
   --bpffs DIR                   pin directory (default /sys/fs/bpf/weft)
   --readiness-port N            default 15021 (GET /healthz/ready)
@@ -27,6 +37,12 @@ function ports(value: string | undefined, flag: string): number[] {
   });
 }
 
+function certTtl(text: string): number {
+  const seconds = parseDurationSeconds(text);
+  if (seconds === undefined) throw new WeftError(ErrorCodes.USAGE, `--cert-ttl: ${durationProblem(text)}`);
+  return seconds;
+}
+
 function port(value: string | undefined, fallback: number, flag: string): number {
   return value === undefined ? fallback : (ports(value, flag)[0] ?? fallback);
 }
@@ -36,7 +52,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       node: { type: 'string' },
+      controller: { type: 'string' },
+      'node-cert': { type: 'string' },
+      'node-key': { type: 'string' },
+      'root-cert': { type: 'string' },
       source: { type: 'string' },
+      'cert-ttl': { type: 'string', default: '24h' },
+      'trust-domain': { type: 'string', default: 'cluster.local' },
+      'root-namespace': { type: 'string', default: 'istio-system' },
       cgroup: { type: 'string' },
       bpffs: { type: 'string', default: '/sys/fs/bpf/weft' },
       'readiness-port': { type: 'string' },
@@ -51,11 +74,31 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.stdout.write(AGENT_USAGE + '\n');
     return 0;
   }
-  if (!values.source) throw new WeftError(ErrorCodes.USAGE, `--source is required\n${AGENT_USAGE}`);
+  const { controller: address, 'node-cert': certFile, 'node-key': keyFile, 'root-cert': rootFile } = values;
+  if (!address || !certFile || !keyFile || !rootFile) {
+    throw new WeftError(ErrorCodes.USAGE, `--controller, --node-cert, --node-key and --root-cert are required\n${AGENT_USAGE}`);
+  }
   const log = createLogger('agent', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const node = values.node ?? hostname();
+  const controller = new ControllerClient({
+    address,
+    node,
+    rootCertPem: readFileSync(rootFile, 'utf8'),
+    certPem: readFileSync(certFile, 'utf8'),
+    keyPem: readFileSync(keyFile, 'utf8'),
+    log,
+  });
+  let source;
+  if (values.source === undefined) source = new ControllerSource(controller, log);
+  else if (values.source.startsWith('dir:')) source = new DirSource(values.source.slice('dir:'.length), log);
+  else throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${values.source}" (dir:PATH)`);
   const agent = await NodeAgent.start({
-    node: values.node ?? hostname(),
-    source: values.source,
+    node,
+    source,
+    ca: controller,
+    certTtlSeconds: certTtl(values['cert-ttl']),
+    trustDomain: values['trust-domain'],
+    rootNamespace: values['root-namespace'],
     cgroup: values.cgroup ?? cgroup2Root(),
     bpffs: values.bpffs,
     readinessPort: port(values['readiness-port'], 15021, '--readiness-port'),
@@ -69,6 +112,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   });
   log.info('shutting down; capture stays pinned and fails closed until the next agent is ready');
   await agent.stop();
+  controller.close();
   return 0;
 }
 

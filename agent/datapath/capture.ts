@@ -23,6 +23,7 @@ import {
   encodeIpKey,
   encodePort,
   encodeTupleKey,
+  encodeUpstreamKey,
   encodeU64,
   type OriginalDst,
   type SockAddr,
@@ -63,6 +64,7 @@ export class CaptureDatapath {
   readonly dstTuple: BpfMap;
   readonly listeners: BpfMap;
   readonly excludedPorts: BpfMap;
+  readonly upstreams: BpfMap;
   readonly events: BpfMap;
   readonly eventsLost: BpfMap;
   readonly report: AttachReport = { attached: [], adopted: [] };
@@ -89,6 +91,7 @@ export class CaptureDatapath {
     this.dstTuple = first.map('weft_dst_tuple');
     this.listeners = first.map('weft_listeners');
     this.excludedPorts = first.map('weft_excl_ports');
+    this.upstreams = first.map('weft_upstreams');
     this.events = first.map('weft_events');
     this.eventsLost = first.map('weft_ev_lost');
     const sk = programs.get('weft_sk_lookup');
@@ -213,6 +216,16 @@ export class CaptureDatapath {
   }
   unregisterInboundListener(podIp: string): void {
     this.listeners.delete(encodeIpKey(podIp));
+  }
+
+  /**
+   * The proxy is about to connect to an app from `src` (the client's address, transparently): let
+   * that connection through inbound capture. Returns the function that forgets it again.
+   */
+  allowUpstream(src: SockAddr, dstPort: number): () => void {
+    const key = encodeUpstreamKey(src, dstPort);
+    this.upstreams.update(key, Buffer.from([1]));
+    return () => void this.upstreams.delete(key);
   }
 
   /** The original destination of a connection the outbound listener of netns `netnsCookie` accepted. */

@@ -198,3 +198,11 @@ export function decodeEvent(b: Buffer): CaptureEvent {
     durationNs: u64.read(b, 88),
   };
 }
+
+/** struct weft_upstream_key: src sockaddr @0 (20), dst_port u16 @20, pad — 24 bytes. */
+export function encodeUpstreamKey(src: SockAddr, dstPort: number): Buffer {
+  const b = Buffer.alloc(24);
+  encodeSockAddr(src, b, 0);
+  u16.write(b, dstPort, 20);
+  return b;
+}

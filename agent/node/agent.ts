@@ -1,22 +1,26 @@
-// The node agent: one per node. Reads the cluster's resources, loads (or adopts) the capture
-// datapath, and keeps one in-pod proxy per enrolled local pod in step with what the resources say.
-import { watch, type FSWatcher } from 'node:fs';
+// The node agent: one per node. Learns the cluster from its source, loads (or adopts) the capture
+// datapath, obtains a certificate for every local service account, and keeps one in-pod proxy per
+// enrolled local pod in step with what the source says.
 import { netnsCookie } from '../../native/index.js';
 import { CaptureDatapath } from '../datapath/capture.js';
 import { CaptureEventStream } from '../datapath/events.js';
-import { ErrorCodes, WeftError, errorMessage, formatProblem } from '../errors.js';
+import { errorMessage } from '../errors.js';
+import { IdentityManager } from '../identity/manager.js';
 import type { Logger } from '../log.js';
 import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
-import { loadDirLenient } from '../registry/load.js';
-import { stripSource } from '../registry/parse.js';
-import type { Resource } from '../registry/types.js';
-import { ClusterState, type Workload } from '../state/cluster-state.js';
-import { PodProxy } from '../ztunnel/inpod.js';
+import { ClusterState, DEFAULT_MESH_SETTINGS } from '../state/cluster-state.js';
+import { HbonePool } from '../ztunnel/hbone-pool.js';
+import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
+import type { ResourceSource, SourceUpdate } from './sources.js';
 
 export interface AgentOptions {
   node: string;
-  /** `dir:PATH` — a directory of Kubernetes-style YAML, watched for changes. */
-  source: string;
+  source: ResourceSource;
+  /** The CA (the controller's IstioCertificateService). */
+  ca: { createCertificate(csrPem: string, ttlSeconds: number): Promise<string[]> };
+  certTtlSeconds: number;
+  trustDomain: string;
+  rootNamespace: string;
   cgroup: string;
   bpffs: string;
   readinessPort: number;
@@ -26,34 +30,33 @@ export interface AgentOptions {
   log: Logger;
 }
 
-const RELOAD_DEBOUNCE_MS = 50;
-
 export class NodeAgent {
   private state = new ClusterState([]);
+  private trustDomain: string;
   private readonly proxies = new Map<string, PodProxy>();
   /** Pods that could not be enrolled: why, and their netns cookie (kept PENDING: fail closed). */
   private readonly failed = new Map<string, { error: string; cookie: bigint | undefined }>();
   private configProblems: string[] = [];
-  /** The resources last read from each file without a problem. */
-  private lastGood = new Map<string, Resource[]>();
+  /** `ns/sa` of the local service accounts whose certificates we keep. */
+  private accounts = new Set<string>();
   private synced = false;
+  private firstUpdate!: Promise<void>;
   private reconciling: Promise<void> = Promise.resolve();
-  private watcher: FSWatcher | undefined;
-  private reloadTimer: NodeJS.Timeout | undefined;
   private readonly readiness: ReadinessServer;
   private readonly admin: AdminServer;
-  private readonly sourceDir: string;
+  private readonly identities: IdentityManager;
+  private readonly pool: HbonePool;
   private events!: CaptureEventStream;
   private datapath!: CaptureDatapath;
 
   private constructor(private readonly options: AgentOptions) {
-    if (!options.source.startsWith('dir:')) {
-      throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${options.source}" (this agent reads dir:PATH)`);
-    }
-    this.sourceDir = options.source.slice('dir:'.length);
+    this.trustDomain = options.trustDomain;
+    this.identities = new IdentityManager({ ca: options.ca, trustDomain: options.trustDomain, ttlSeconds: options.certTtlSeconds, log: options.log });
+    this.pool = new HbonePool(() => this.trustDomain, options.log);
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
       '/config_dump': () => this.configDump(),
+      '/certs': () => this.identities.snapshot(),
       '/stats/capture': () => this.captureStats(),
       '/healthz/ready': () => this.readyState(),
     });
@@ -82,73 +85,77 @@ export class NodeAgent {
     });
     await this.admin.listen(this.options.adminPort);
     await this.readiness.listen('0.0.0.0', this.options.readinessPort);
-    this.reload();
+    this.firstUpdate = new Promise<void>((resolve) => {
+      this.options.source.start((u) => {
+        this.apply(u);
+        resolve();
+      });
+    });
+    await this.firstUpdate;
     await this.reconciling;
     this.removeStaleCapture();
     this.synced = true;
-    this.watcher = watch(this.sourceDir, () => this.scheduleReload());
     log.info({ node: this.options.node, pods: [...this.proxies.keys()] }, 'agent ready');
   }
 
-  private scheduleReload(): void {
-    clearTimeout(this.reloadTimer);
-    this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
-  }
-
-  /**
-   * Re-read the source. A file with an invalid document keeps its last good contents in force (a
-   * typo must not un-enroll a pod); the problems are logged and shown by the admin API.
-   */
-  private reload(): void {
-    let result;
-    try {
-      result = loadDirLenient(this.sourceDir);
-    } catch (err) {
-      this.options.log.error({ err: errorMessage(err), source: this.sourceDir }, 'cannot read the source; keeping the last configuration');
-      return;
-    }
-    const badFiles = new Set(result.problems.map((p) => p.file));
-    const byFile = new Map<string, Resource[]>();
-    for (const r of result.resources) {
-      if (badFiles.has(r.source.file)) continue;
-      byFile.set(r.source.file, [...(byFile.get(r.source.file) ?? []), stripSource<Resource>(r)]);
-    }
-    for (const file of badFiles) {
-      const lastGood = this.lastGood.get(file);
-      if (lastGood) byFile.set(file, lastGood);
-    }
-    this.lastGood = byFile;
-    this.configProblems = result.problems.map(formatProblem);
-    for (const p of result.problems) this.options.log.error({ problem: formatProblem(p) }, 'invalid configuration document rejected; last good version stays');
-    this.state = new ClusterState([...byFile.values()].flat());
+  private apply(u: SourceUpdate): void {
+    if (u.trustDomain) this.trustDomain = u.trustDomain;
+    this.configProblems = u.problems;
+    this.state = new ClusterState(u.resources, {
+      ...DEFAULT_MESH_SETTINGS,
+      trustDomain: this.trustDomain,
+      rootNamespace: this.options.rootNamespace,
+    });
     this.reconciling = this.reconciling.then(() => this.reconcile());
   }
 
-  /** Bring the set of in-pod proxies in line with the enrolled pods of this node. */
+  /** Bring certificates and in-pod proxies in line with the enrolled pods of this node. */
   private async reconcile(): Promise<void> {
-    const want = new Map<string, Workload & { netns: string; ip: string }>();
+    const want = new Map<string, EnrolledWorkload>();
     for (const w of this.state.enrolledOn(this.options.node)) {
       if (w.netns && w.ip) want.set(w.key, { ...w, netns: w.netns, ip: w.ip });
     }
+    // Certificates are fetched ahead of need for every local service account.
+    const accounts = new Set([...want.values()].map((w) => `${w.namespace}/${w.serviceAccount}`));
+    for (const key of accounts) {
+      const [ns = '', sa = ''] = key.split('/');
+      this.identities.ensure(ns, sa);
+    }
+    for (const key of this.accounts) {
+      const [ns = '', sa = ''] = key.split('/');
+      if (!accounts.has(key)) this.identities.forget(ns, sa);
+    }
+    this.accounts = accounts;
+
     for (const [key, proxy] of this.proxies) {
       const w = want.get(key);
-      if (w && w.ip === proxy.workload.ip && w.netns === proxy.workload.netns) continue;
+      if (w && w.ip === proxy.workload.ip && w.netns === proxy.workload.netns && w.serviceAccount === proxy.workload.serviceAccount) continue;
       proxy.stop();
       this.proxies.delete(key);
     }
-    for (const [key, w] of want) {
-      if (this.proxies.has(key)) continue;
-      let cookie: bigint | undefined;
-      try {
-        cookie = netnsCookie(w.netns);
-        this.proxies.set(key, await PodProxy.start(w, cookie, { datapath: this.datapath, state: () => this.state, log: this.options.log }));
-        this.failed.delete(key);
-      } catch (err) {
-        this.failed.set(key, { error: errorMessage(err), cookie });
-        this.options.log.error({ pod: key, err: errorMessage(err) }, 'cannot enroll pod; its traffic is refused until it can be');
-      }
-    }
+    await Promise.all(
+      [...want].filter(([key]) => !this.proxies.has(key)).map(async ([key, w]) => {
+        let cookie: bigint | undefined;
+        try {
+          cookie = netnsCookie(w.netns);
+          const proxy = await PodProxy.start(w, cookie, {
+            datapath: this.datapath,
+            state: () => this.state,
+            identities: this.identities,
+            pool: this.pool,
+            log: this.options.log,
+          });
+          this.proxies.set(key, proxy);
+          this.failed.delete(key);
+        } catch (err) {
+          this.failed.set(key, { error: errorMessage(err), cookie });
+          this.options.log.error({ pod: key, err: errorMessage(err) }, 'cannot enroll pod; its traffic is refused until it can be');
+        }
+      }),
+    );
     for (const key of this.failed.keys()) if (!want.has(key)) this.failed.delete(key);
+    // Policy may have changed: existing connections it now denies are closed.
+    for (const proxy of this.proxies.values()) proxy.reauthorize();
   }
 
   /** After a restart: forget enrollments and inbound links of pods that are gone from this node. */
@@ -172,7 +179,7 @@ export class NodeAgent {
   private configDump(): unknown {
     return {
       node: this.options.node,
-      source: this.options.source,
+      trustDomain: this.trustDomain,
       bpffs: this.options.bpffs,
       cgroup: this.options.cgroup,
       datapath: this.datapath.report,
@@ -187,6 +194,11 @@ export class NodeAgent {
       })),
       failed: Object.fromEntries([...this.failed].map(([k, f]) => [k, f.error])),
       services: this.state.services,
+      policies: {
+        authorization: this.state.authorizationPolicies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`),
+        peerAuthentication: this.state.peerAuthentications.map((p) => `${p.metadata.namespace}/${p.metadata.name}`),
+      },
+      hbonePool: this.pool.stats(),
     };
   }
 
@@ -199,11 +211,12 @@ export class NodeAgent {
 
   /** Stop serving. Pins stay: capture keeps refusing (fail closed) until the next agent adopts them. */
   async stop(): Promise<void> {
-    this.watcher?.close();
-    clearTimeout(this.reloadTimer);
+    this.options.source.close();
     await this.reconciling;
     for (const p of this.proxies.values()) p.shutdown();
     this.proxies.clear();
+    this.pool.close();
+    this.identities.close();
     this.readiness.close();
     this.admin.close();
     this.events.close();

@@ -9,6 +9,12 @@ import {
   type ServiceResource,
 } from '../registry/types.js';
 import type { SockAddr } from '../datapath/layout.js';
+import type { SpiffeId } from '../identity/spiffe.js';
+import {
+  DEFAULT_ROOT_NAMESPACE,
+  type AuthorizationPolicyResource,
+  type PeerAuthenticationResource,
+} from '../registry/policy-types.js';
 
 export interface Workload {
   /** `namespace/name` */
@@ -42,14 +48,38 @@ export interface Target {
   workload?: string;
 }
 
+export interface MeshSettings {
+  trustDomain: string;
+  rootNamespace: string;
+  clusterDomain: string;
+}
+
+export const DEFAULT_MESH_SETTINGS: MeshSettings = {
+  trustDomain: 'cluster.local',
+  rootNamespace: DEFAULT_ROOT_NAMESPACE,
+  clusterDomain: 'cluster.local',
+};
+
 export class ClusterState {
   readonly workloads: Workload[];
   readonly services: ServiceEntry[];
+  readonly authorizationPolicies: AuthorizationPolicyResource[];
+  readonly peerAuthentications: PeerAuthenticationResource[];
+  readonly trustDomain: string;
+  readonly rootNamespace: string;
+  readonly clusterDomain: string;
+  private readonly byKey = new Map<string, Workload>();
+  private readonly servicesByKey = new Map<string, ServiceEntry>();
   private readonly byIp = new Map<string, Workload>();
   private readonly byVip = new Map<string, ServiceEntry>();
   private readonly roundRobin = new Map<string, number>();
 
-  constructor(resources: readonly Resource[]) {
+  constructor(resources: readonly Resource[], settings: MeshSettings = DEFAULT_MESH_SETTINGS) {
+    this.trustDomain = settings.trustDomain;
+    this.rootNamespace = settings.rootNamespace;
+    this.clusterDomain = settings.clusterDomain;
+    this.authorizationPolicies = resources.filter((r): r is AuthorizationPolicyResource => r.kind === 'AuthorizationPolicy');
+    this.peerAuthentications = resources.filter((r): r is PeerAuthenticationResource => r.kind === 'PeerAuthentication');
     const namespaces = new Map<string, NamespaceResource>();
     for (const r of resources) if (r.kind === 'Namespace') namespaces.set(r.metadata.name, r);
     this.workloads = resources
@@ -68,7 +98,10 @@ export class ClusterState {
           netns: pod.metadata.annotations?.[Annotations.netns],
         };
       });
-    for (const w of this.workloads) if (w.ip) this.byIp.set(w.ip, w);
+    for (const w of this.workloads) {
+      this.byKey.set(w.key, w);
+      if (w.ip) this.byIp.set(w.ip, w);
+    }
     this.services = resources
       .filter((r): r is ServiceResource => r.kind === 'Service')
       .map((svc) => ({
@@ -79,7 +112,10 @@ export class ClusterState {
         ports: svc.spec.ports.map((p) => ({ port: p.port, targetPort: p.targetPort ?? p.port, ...(p.name ? { name: p.name } : {}) })),
         selector: svc.spec.selector ?? {},
       }));
-    for (const s of this.services) if (s.vip) this.byVip.set(s.vip, s);
+    for (const s of this.services) {
+      this.servicesByKey.set(s.key, s);
+      if (s.vip) this.byVip.set(s.vip, s);
+    }
   }
 
   /** Pods scheduled on `node` that are enrolled in the mesh and have a network namespace and an IP. */
@@ -89,6 +125,19 @@ export class ClusterState {
 
   workloadByIp(ip: string): Workload | undefined {
     return this.byIp.get(ip);
+  }
+
+  workloadByKey(key: string): Workload | undefined {
+    return this.byKey.get(key);
+  }
+
+  serviceByKey(key: string): ServiceEntry | undefined {
+    return this.servicesByKey.get(key);
+  }
+
+  /** The SPIFFE identity a workload's certificate carries: its namespace and service account. */
+  identityOf(w: Workload): SpiffeId {
+    return { trustDomain: this.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
   }
 
   /** Running pods a service selects, in a stable order. */

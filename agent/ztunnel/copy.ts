@@ -1,38 +1,34 @@
-// Copying bytes both ways between two sockets, as a proxy must: backpressure (pipe pauses the faster
-// side), half-close (one side's FIN becomes the other side's FIN while the reverse direction goes on),
-// and an error or reset on either side tears down both.
-import type { Socket } from 'node:net';
+// Copying bytes both ways between two duplex streams (TCP sockets, HTTP/2 CONNECT streams), as a
+// proxy must: backpressure (pipe pauses the faster side), half-close (one side's end becomes the
+// other side's end while the reverse direction goes on), and an error on either side tears down both.
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface CopyResult {
-  /** bytes from `downstream` to `upstream` */
-  sent: number;
-  /** bytes from `upstream` to `downstream` */
-  received: number;
   error?: Error;
 }
 
-export function copyBidirectional(downstream: Socket, upstream: Socket): Promise<CopyResult> {
+export function copyBidirectional(a: Duplex, b: Duplex): Promise<CopyResult> {
   return new Promise((resolve) => {
     let open = 2;
     let error: Error | undefined;
     const done = (): void => {
-      if (--open > 0) return;
-      resolve({ sent: upstream.bytesWritten, received: downstream.bytesWritten, ...(error ? { error } : {}) });
+      if (--open === 0) resolve(error ? { error } : {});
     };
     const fail = (err: Error): void => {
       error ??= err;
       // A reset on one side is a reset on the other: never leave a half-dead pair behind.
-      downstream.destroy();
-      upstream.destroy();
+      a.destroy();
+      b.destroy();
     };
-    for (const s of [downstream, upstream]) {
-      s.setNoDelay(true);
+    for (const s of [a, b]) {
+      if (s instanceof Socket) s.setNoDelay(true);
       s.once('error', fail);
       s.once('close', done);
     }
-    downstream.pipe(upstream);
-    upstream.pipe(downstream);
-    downstream.resume();
-    upstream.resume();
+    a.pipe(b);
+    b.pipe(a);
+    a.resume();
+    b.resume();
   });
 }

@@ -1,65 +1,105 @@
-// The proxy of one enrolled pod, in the manner of Istio's in-pod mode: the agent opens its listeners
-// *inside* the pod's network namespace (15001 outbound, 15006 inbound), and its upstream sockets too,
-// so the pod's own IP is the source of everything it sends and nothing in the pod needs iptables.
+// The proxy of one enrolled pod, in the manner of Istio's in-pod mode: the agent opens the pod's
+// listeners *inside* the pod's network namespace — 15001 (outbound capture), 15006 (inbound plaintext
+// capture), 15008 (HBONE) — and its upstream sockets too, so the pod's own IP is the source of what
+// it sends and nothing in the pod needs iptables.
 //
-// Until the mesh layer (HBONE, mTLS, policy) lands, a captured connection is forwarded in plaintext to
-// its original destination: that keeps capture testable end to end.
+//   outbound:  app → 15001 → original destination → mesh workload? HBONE to its 15008 : plaintext
+//   inbound:   peer proxy → 15008 (mTLS, CONNECT) → L4 policy → app, from the client's own IP
+//              plaintext client → 15006 (via sk_lookup) → PeerAuthentication + L4 policy → app
+import http2 from 'node:http2';
 import net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { connectInNetns, listenInNetns } from '../../native/index.js';
 import type { CaptureDatapath } from '../datapath/capture.js';
 import { EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
-import { errorMessage } from '../errors.js';
+import { SyscallError, errorMessage } from '../errors.js';
+import { identityKey, type IdentityManager, type WorkloadCertificate } from '../identity/manager.js';
+import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
+import { authorize, effectiveMtlsMode, type ConnectionAttrs } from '../policy/index.js';
 import type { ClusterState, Target, Workload } from '../state/cluster-state.js';
+import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
+import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, parseAuthority } from './hbone.js';
+import type { HbonePool } from './hbone-pool.js';
+import { HboneRefused } from './hbone-pool.js';
+import { TransparentRouting } from './inpod-routing.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface PodProxyDeps {
   datapath: CaptureDatapath;
   state: () => ClusterState;
+  identities: IdentityManager;
+  pool: HbonePool;
   log: Logger;
 }
 
+export type EnrolledWorkload = Workload & { netns: string; ip: string };
+
 export interface PodProxyStats {
-  outbound: { accepted: number; forwarded: number; noOriginalDst: number; noEndpoint: number; upstreamFailed: number };
-  inbound: { accepted: number; forwarded: number; upstreamFailed: number };
+  outbound: { accepted: number; forwarded: number; hbone: number; passthrough: number; noOriginalDst: number; noEndpoint: number; upstreamFailed: number; denied: number };
+  inbound: { accepted: number; forwarded: number; hbone: number; plaintext: number; denied: number; badRequest: number; upstreamFailed: number; closedByPolicy: number };
   active: number;
+}
+
+/** A connection the destination side admitted: kept so a policy change can re-judge it. */
+interface AdmittedConnection {
+  attrs: ConnectionAttrs;
+  close(): void;
 }
 
 export class PodProxy {
   private readonly servers: net.Server[] = [];
-  private readonly connections = new Set<net.Socket>();
+  private hbone: http2.Http2SecureServer | undefined;
+  private readonly sockets = new Set<Duplex>();
+  private readonly admitted = new Set<AdmittedConnection>();
+  private readonly routing: TransparentRouting;
+  private readonly log: Logger;
+  private readonly onRotated: (key: string, cert: WorkloadCertificate) => void;
   readonly stats: PodProxyStats = {
-    outbound: { accepted: 0, forwarded: 0, noOriginalDst: 0, noEndpoint: 0, upstreamFailed: 0 },
-    inbound: { accepted: 0, forwarded: 0, upstreamFailed: 0 },
+    outbound: { accepted: 0, forwarded: 0, hbone: 0, passthrough: 0, noOriginalDst: 0, noEndpoint: 0, upstreamFailed: 0, denied: 0 },
+    inbound: { accepted: 0, forwarded: 0, hbone: 0, plaintext: 0, denied: 0, badRequest: 0, upstreamFailed: 0, closedByPolicy: 0 },
     active: 0,
   };
-  private readonly log: Logger;
 
   private constructor(
-    readonly workload: Workload & { netns: string; ip: string },
+    readonly workload: EnrolledWorkload,
     readonly cookie: bigint,
     private readonly deps: PodProxyDeps,
   ) {
-    this.log = deps.log.child({ pod: workload.key, netnsCookie: this.cookie.toString() });
+    this.log = deps.log.child({ pod: workload.key, netnsCookie: cookie.toString() });
+    this.routing = new TransparentRouting(workload.netns, workload.ip);
+    this.onRotated = (key, cert) => {
+      if (key === this.identityKey && this.hbone) this.hbone.setSecureContext(serverSecureContextOptions(cert));
+    };
+  }
+
+  private get identityKey(): string {
+    return identityKey(this.workload.namespace, this.workload.serviceAccount);
   }
 
   /**
-   * Enroll the pod: capture is refused (PENDING) until both listeners are up and inbound capture is
-   * attached, then READY. A failure leaves the pod PENDING: fail closed, never plaintext around.
+   * Enroll the pod: capture refuses its traffic (PENDING) until its certificate is issued, all three
+   * listeners are up and inbound capture is attached; then READY. Any failure leaves it PENDING:
+   * fail closed, never plaintext around the mesh.
    */
-  static async start(workload: Workload & { netns: string; ip: string }, cookie: bigint, deps: PodProxyDeps): Promise<PodProxy> {
+  static async start(workload: EnrolledWorkload, cookie: bigint, deps: PodProxyDeps): Promise<PodProxy> {
     const proxy = new PodProxy(workload, cookie, deps);
-    const { datapath } = deps;
-    datapath.setEnrollment(proxy.cookie, EnrollState.PENDING);
+    const { datapath, identities } = deps;
+    datapath.setEnrollment(cookie, EnrollState.PENDING);
     try {
+      const cert = await identities.get(workload.namespace, workload.serviceAccount);
+      identities.on('rotated', proxy.onRotated);
+      await proxy.listenHbone(cert);
       await proxy.listen({ host: '127.0.0.1', port: OUTBOUND_PORT }, (s) => proxy.onOutbound(s));
-      const inbound = await proxy.listen({ host: '0.0.0.0', port: INBOUND_PORT }, (s) => proxy.onInbound(s));
+      const inbound = await proxy.listen({ host: '0.0.0.0', port: INBOUND_PORT }, (s) => proxy.onPlaintextInbound(s));
       datapath.registerInboundListener(workload.ip, inbound);
-      const how = datapath.attachNetns(proxy.cookie, workload.netns);
-      datapath.setEnrollment(proxy.cookie, EnrollState.READY);
-      proxy.log.info({ ip: workload.ip, skLookup: how }, 'pod enrolled');
+      const how = datapath.attachNetns(cookie, workload.netns);
+      datapath.setEnrollment(cookie, EnrollState.READY);
+      proxy.log.info({ ip: workload.ip, identity: formatSpiffeId(cert.id), skLookup: how }, 'pod enrolled');
     } catch (err) {
       proxy.closeListeners();
       throw err;
@@ -67,29 +107,50 @@ export class PodProxy {
     return proxy;
   }
 
+  private listenFd(port: number, host: string): number {
+    return listenInNetns(this.workload.netns, { host, port, mark: PROXY_MARK, reuseAddr: true, backlog: 4096 });
+  }
+
   private async listen(addr: { host: string; port: number }, onConnection: (s: net.Socket) => void): Promise<number> {
-    const fd = listenInNetns(this.workload.netns, { ...addr, mark: PROXY_MARK, reuseAddr: true, backlog: 4096 });
+    const fd = this.listenFd(addr.port, addr.host);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
     this.servers.push(server);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ fd }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, fd);
     server.on('error', (err) => this.log.error({ err: errorMessage(err), listener: addr }, 'listener error'));
     return fd;
   }
 
-  private track(socket: net.Socket): void {
-    this.connections.add(socket);
-    this.stats.active = this.connections.size;
-    socket.once('close', () => {
-      this.connections.delete(socket);
-      this.stats.active = this.connections.size;
+  private async listenHbone(cert: WorkloadCertificate): Promise<void> {
+    const server = http2.createSecureServer({
+      ...serverSecureContextOptions(cert),
+      settings: { ...HBONE_SETTINGS, enablePush: false },
+      allowHTTP1: false,
+    });
+    server.on('session', (session) => session.setLocalWindowSize(HBONE_CONNECTION_WINDOW));
+    server.on('secureConnection', (socket: TLSSocket) => {
+      // The handshake already required a certificate from our CA; the trust domain is checked here.
+      const peer = verifyPeer(socket, { trustDomain: this.deps.state().trustDomain });
+      if (!peer.ok) {
+        this.log.info({ peer: socket.remoteAddress, reason: peer.reason }, 'HBONE peer refused');
+        socket.destroy();
+      }
+    });
+    server.on('tlsClientError', (err, socket) => this.log.info({ peer: socket.remoteAddress, err: errorMessage(err) }, 'HBONE handshake refused'));
+    server.on('stream', (stream, headers) => void this.onHboneStream(stream, headers));
+    await listenOn(server, this.listenFd(HBONE_PORT, '0.0.0.0'));
+    this.hbone = server;
+  }
+
+  private track(s: Duplex): void {
+    this.sockets.add(s);
+    this.stats.active = this.sockets.size;
+    s.once('close', () => {
+      this.sockets.delete(s);
+      this.stats.active = this.sockets.size;
     });
   }
+
+  // --- outbound -----------------------------------------------------------------------------------
 
   private onOutbound(client: net.Socket): void {
     this.stats.outbound.accepted++;
@@ -97,7 +158,7 @@ export class PodProxy {
     const peer: SockAddr = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     const record = this.deps.datapath.originalDst(this.cookie, peer);
     if (!record) {
-      // No record means we cannot know where this was going: refuse rather than guess.
+      // Without the record we cannot know where this was going: refuse rather than guess.
       this.stats.outbound.noOriginalDst++;
       this.log.warn({ peer }, 'outbound connection without an original destination');
       client.resetAndDestroy();
@@ -110,52 +171,64 @@ export class PodProxy {
       client.resetAndDestroy();
       return;
     }
-    void this.forward('outbound', client, record.dst, target);
+    void this.forwardOutbound(client, record.dst, target);
   }
 
-  private onInbound(conn: net.Socket): void {
-    this.stats.inbound.accepted++;
-    this.track(conn);
-    // sk_lookup handed us the connection without rewriting it: our local address is the original one.
-    const dst: SockAddr = { ip: conn.localAddress ?? '', port: conn.localPort ?? 0 };
-    void this.forward('inbound', conn, dst, { addr: dst, workload: this.workload.key });
-  }
-
-  private async forward(direction: 'outbound' | 'inbound', downstream: net.Socket, dst: SockAddr, target: Target): Promise<void> {
+  private async forwardOutbound(client: net.Socket, dst: SockAddr, target: Target): Promise<void> {
     const started = Date.now();
-    const src = `${downstream.remoteAddress}:${downstream.remotePort}`;
-    let fd: number;
+    const state = this.deps.state();
+    const dstWorkload = target.workload ? state.workloadByKey(target.workload) : undefined;
+    const mesh = dstWorkload?.enrolled && dstWorkload.ip ? dstWorkload : undefined;
+    const fields = {
+      direction: 'outbound',
+      dst: formatAuthority(dst.ip, dst.port),
+      endpoint: formatAuthority(target.addr.ip, target.addr.port),
+      ...(target.service ? { service: target.service } : {}),
+      ...(target.workload ? { dstWorkload: target.workload } : {}),
+    };
+    let upstream: Duplex;
+    let dstIdentity: string | undefined;
     try {
-      fd = await connectInNetns(this.workload.netns, {
-        host: target.addr.ip,
-        port: target.addr.port,
-        mark: PROXY_MARK,
-        timeoutMs: CONNECT_TIMEOUT_MS,
-      });
+      if (mesh) {
+        const cert = await this.deps.identities.get(this.workload.namespace, this.workload.serviceAccount);
+        const expected = state.identityOf(mesh);
+        dstIdentity = formatSpiffeId(expected);
+        const svc = target.service ? state.serviceByKey(target.service) : undefined;
+        const headers = connectHeaders(
+          formatAuthority(target.addr.ip, target.addr.port),
+          { namespace: this.workload.namespace, pod: this.workload.name, ip: this.workload.ip },
+          svc ? `${svc.name}.${svc.namespace}.svc.${state.clusterDomain}` : undefined,
+        );
+        upstream = await this.deps.pool.connect({ netns: this.workload.netns, cert }, mesh.ip!, [expected], headers);
+        this.stats.outbound.hbone++;
+      } else {
+        // Not a mesh workload: there is nobody to do mTLS with, so it goes out as it came (as ztunnel).
+        const fd = await connectInNetns(this.workload.netns, { host: target.addr.ip, port: target.addr.port, mark: PROXY_MARK, timeoutMs: CONNECT_TIMEOUT_MS });
+        upstream = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+        this.stats.outbound.passthrough++;
+      }
     } catch (err) {
-      this.stats[direction].upstreamFailed++;
-      this.log.info({ direction, src, dst: `${dst.ip}:${dst.port}`, err: errorMessage(err) }, 'upstream connect failed');
-      downstream.resetAndDestroy();
+      if (err instanceof HboneRefused && err.status === 401) this.stats.outbound.denied++;
+      else this.stats.outbound.upstreamFailed++;
+      this.log.info({ ...fields, err: errorMessage(err) }, 'outbound connection refused');
+      client.resetAndDestroy();
       return;
     }
-    if (downstream.destroyed) {
-      new net.Socket({ fd }).destroy();
+    if (client.destroyed) {
+      upstream.destroy();
       return;
     }
-    const upstream = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
     this.track(upstream);
-    this.stats[direction].forwarded++;
-    const result = await copyBidirectional(downstream, upstream);
+    this.stats.outbound.forwarded++;
+    const result = await copyBidirectional(client, upstream);
     this.log.info(
       {
-        direction,
-        src,
-        dst: `${dst.ip}:${dst.port}`,
-        endpoint: `${target.addr.ip}:${target.addr.port}`,
-        ...(target.service ? { service: target.service } : {}),
-        ...(target.workload ? { dstWorkload: target.workload } : {}),
-        bytesSent: result.sent,
-        bytesReceived: result.received,
+        ...fields,
+        src: `${this.workload.ip}`,
+        srcIdentity: `spiffe://${this.deps.state().trustDomain}/ns/${this.workload.namespace}/sa/${this.workload.serviceAccount}`,
+        ...(dstIdentity ? { dstIdentity, security: 'mutual_tls' } : { security: 'none' }),
+        bytesSent: client.bytesRead,
+        bytesReceived: client.bytesWritten,
         durationMs: Date.now() - started,
         ...(result.error ? { err: result.error.message } : {}),
       },
@@ -163,13 +236,180 @@ export class PodProxy {
     );
   }
 
+  // --- inbound ------------------------------------------------------------------------------------
+
+  private async onHboneStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
+    this.stats.inbound.accepted++;
+    const session = stream.session;
+    const socket = session?.socket as TLSSocket | undefined;
+    const refuse = (status: number): void => {
+      if (!stream.destroyed && !stream.headersSent) stream.respond({ ':status': status }, { endStream: true });
+      else stream.close();
+    };
+    if (headers[':method'] !== 'CONNECT') {
+      this.stats.inbound.badRequest++;
+      return refuse(400);
+    }
+    const target = parseAuthority(headers[':authority']);
+    if (!target || target.ip !== this.workload.ip) {
+      this.stats.inbound.badRequest++;
+      return refuse(400);
+    }
+    const peer = socket ? verifyPeer(socket, { trustDomain: this.deps.state().trustDomain }) : undefined;
+    if (!peer?.ok) return refuse(401);
+    const attrs: ConnectionAttrs = {
+      sourcePrincipal: principalOf(peer.id),
+      sourceNamespace: peer.id.namespace,
+      sourceIp: socket?.remoteAddress ?? '',
+      destinationIp: target.ip,
+      destinationPort: target.port,
+    };
+    await this.admit('hbone', stream, attrs, formatSpiffeId(peer.id), (status) => refuse(status), () => stream.respond({ ':status': 200 }));
+  }
+
+  private async onPlaintextInbound(conn: net.Socket): Promise<void> {
+    this.stats.inbound.accepted++;
+    this.track(conn);
+    // sk_lookup handed us the connection without rewriting it: our local address is the original one.
+    const attrs: ConnectionAttrs = {
+      sourceIp: conn.remoteAddress ?? '',
+      destinationIp: conn.localAddress ?? '',
+      destinationPort: conn.localPort ?? 0,
+    };
+    const state = this.deps.state();
+    const mode = effectiveMtlsMode(state.peerAuthentications, this.workload, attrs.destinationPort, { rootNamespace: state.rootNamespace });
+    if (mode === 'STRICT') {
+      this.stats.inbound.denied++;
+      this.log.info({ direction: 'inbound', src: attrs.sourceIp, dstPort: attrs.destinationPort, reason: 'PeerAuthentication STRICT: plaintext refused' }, 'inbound connection denied');
+      conn.resetAndDestroy();
+      return;
+    }
+    await this.admit('plaintext', conn, attrs, undefined, () => conn.resetAndDestroy(), () => undefined);
+  }
+
+  /** L4 policy, then the app from the client's own address, then copy both ways. */
+  private async admit(
+    kind: 'hbone' | 'plaintext',
+    downstream: Duplex,
+    attrs: ConnectionAttrs,
+    srcIdentity: string | undefined,
+    refuse: (status: number) => void,
+    accept: () => void,
+  ): Promise<void> {
+    const started = Date.now();
+    const fields = {
+      direction: 'inbound',
+      transport: kind,
+      src: attrs.sourceIp,
+      dst: formatAuthority(attrs.destinationIp, attrs.destinationPort),
+      dstIdentity: `spiffe://${this.deps.state().trustDomain}/ns/${this.workload.namespace}/sa/${this.workload.serviceAccount}`,
+      ...(srcIdentity ? { srcIdentity, security: 'mutual_tls' } : { security: 'none' }),
+    };
+    const decision = this.decide(attrs);
+    if (!decision.allowed) {
+      this.stats.inbound.denied++;
+      this.log.info({ ...fields, reason: decision.reason }, 'inbound connection denied');
+      return refuse(401);
+    }
+    let app: net.Socket;
+    try {
+      app = await this.connectToApp(attrs);
+    } catch (err) {
+      this.stats.inbound.upstreamFailed++;
+      this.log.info({ ...fields, err: errorMessage(err) }, 'app did not accept the connection');
+      return refuse(503);
+    }
+    if (downstream.destroyed) {
+      app.destroy();
+      return;
+    }
+    accept();
+    this.track(downstream);
+    this.track(app);
+    this.stats.inbound.forwarded++;
+    this.stats.inbound[kind]++;
+    const entry: AdmittedConnection = {
+      attrs,
+      close: () => {
+        downstream.destroy();
+        app.destroy();
+      },
+    };
+    this.admitted.add(entry);
+    const result = await copyBidirectional(downstream, app);
+    this.admitted.delete(entry);
+    this.log.info(
+      {
+        ...fields,
+        policy: decision.policy ?? null,
+        bytesReceived: app.bytesWritten,
+        bytesSent: app.bytesRead,
+        durationMs: Date.now() - started,
+        ...(result.error ? { err: result.error.message } : {}),
+      },
+      'connection complete',
+    );
+  }
+
+  private decide(attrs: ConnectionAttrs): ReturnType<typeof authorize> {
+    const state = this.deps.state();
+    return authorize(state.authorizationPolicies, this.workload, attrs, { rootNamespace: state.rootNamespace, trustDomain: state.trustDomain });
+  }
+
+  /**
+   * Connect to the app inside the pod from the client's own address, so the app sees its real peer.
+   * The source port is ours to choose; it is registered so inbound capture lets this one through.
+   */
+  private async connectToApp(attrs: ConnectionAttrs): Promise<net.Socket> {
+    await this.routing.ensurePort(attrs.destinationPort);
+    for (let attempt = 0; ; attempt++) {
+      const src = { ip: attrs.sourceIp, port: randomInt(20000, 61000) };
+      const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort);
+      try {
+        const fd = await connectInNetns(this.workload.netns, {
+          host: attrs.destinationIp,
+          port: attrs.destinationPort,
+          localAddress: src.ip,
+          localPort: src.port,
+          transparent: true,
+          mark: PROXY_MARK,
+          timeoutMs: CONNECT_TIMEOUT_MS,
+        });
+        return new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+      } catch (err) {
+        const busy = err instanceof SyscallError && (err.errnoName === 'EADDRINUSE' || err.errnoName === 'EADDRNOTAVAIL');
+        if (!busy || attempt >= 8) throw err;
+      } finally {
+        forget();
+      }
+    }
+  }
+
+  /** Policy changed: close every admitted connection the new policy denies (as ztunnel does). */
+  reauthorize(): number {
+    let closed = 0;
+    for (const c of this.admitted) {
+      const decision = this.decide(c.attrs);
+      if (decision.allowed) continue;
+      this.admitted.delete(c);
+      c.close();
+      closed++;
+      this.stats.inbound.closedByPolicy++;
+      this.log.info({ src: c.attrs.sourceIp, dstPort: c.attrs.destinationPort, reason: decision.reason }, 'connection closed by a policy change');
+    }
+    return closed;
+  }
+
   private closeListeners(): void {
     for (const s of this.servers.splice(0)) s.close();
+    this.hbone?.close();
+    this.hbone = undefined;
+    this.deps.identities.off('rotated', this.onRotated);
   }
 
   /**
    * Un-enroll: new connections are no longer captured; established ones run to their end.
-   * `drain` closes those too (agent shutdown).
+   * `drain` closes those too.
    */
   stop(options: { drain?: boolean } = {}): void {
     const { datapath } = this.deps;
@@ -181,7 +421,7 @@ export class PodProxy {
       this.log.warn({ err: errorMessage(err) }, 'error while un-enrolling');
     }
     this.closeListeners();
-    if (options.drain) for (const c of this.connections) c.destroy();
+    if (options.drain) for (const s of this.sockets) s.destroy();
     this.log.info('pod un-enrolled');
   }
 
@@ -193,6 +433,18 @@ export class PodProxy {
       this.log.warn({ err: errorMessage(err) }, 'could not mark the pod pending');
     }
     this.closeListeners();
-    for (const c of this.connections) c.destroy();
+    for (const s of this.sockets) s.destroy();
   }
 }
+
+function listenOn(server: net.Server, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+export type { SpiffeId };

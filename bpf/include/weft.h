@@ -55,6 +55,14 @@ struct weft_ip_key {
 	__u32 family;
 };
 
+/* Key of weft_upstreams: a connection the proxy itself is opening to an app inside a pod, from the
+ * original client's address (IP_TRANSPARENT). sk_lookup must let it reach the app, not the proxy. */
+struct weft_upstream_key {
+	struct weft_sockaddr src; /* the transparent source: client IP, port chosen by the proxy */
+	__u16 dst_port;	  /* the app's port */
+	__u16 pad;
+};
+
 /* Bits of weft_excluded_ports values. */
 #define WEFT_EXCLUDE_OUTBOUND 1
 #define WEFT_EXCLUDE_INBOUND 2

@@ -46,6 +46,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_listeners SEC(".maps");
 
+/* Connections the proxy is opening to an app from the client's address: never steered inbound. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_upstream_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_upstreams SEC(".maps");
+
 /* Ports never captured: port (host order) -> WEFT_EXCLUDE_* bits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
