@@ -17,6 +17,7 @@ import type {
   WithSource,
 } from './types.js';
 import { parseCidr, parseIPv4 } from './cidr.js';
+import { durationProblem } from './duration.js';
 
 export type PathSeg = string | number;
 
@@ -541,15 +542,24 @@ registerKind('LabConfig', {
   validate(ctx, raw, meta): LabConfigResource | undefined {
     const before = ctx.problems.length;
     checkObject(ctx, [], raw, ['apiVersion', 'kind', 'metadata', 'spec']);
-    const spec = checkObject(ctx, ['spec'], raw.spec, ['nodeNetwork', 'serviceCIDR', 'clusterDomain']) ?? {};
+    const spec = checkObject(ctx, ['spec'], raw.spec, ['nodeNetwork', 'serviceCIDR', 'clusterDomain', 'trustDomain', 'workloadCertTTL']) ?? {};
     const nodeNetwork = checkCidr(ctx, ['spec', 'nodeNetwork'], spec.nodeNetwork, false, { maxPrefix: 29 });
     const serviceCIDR = checkCidr(ctx, ['spec', 'serviceCIDR'], spec.serviceCIDR, false, { maxPrefix: 28 });
     const clusterDomain = spec.clusterDomain === undefined ? undefined : checkSubdomainName(ctx, ['spec', 'clusterDomain'], spec.clusterDomain);
+    const trustDomain = spec.trustDomain === undefined ? undefined : checkSubdomainName(ctx, ['spec', 'trustDomain'], spec.trustDomain);
+    let workloadCertTTL: string | undefined;
+    if (spec.workloadCertTTL !== undefined) {
+      workloadCertTTL = checkString(ctx, ['spec', 'workloadCertTTL'], spec.workloadCertTTL, { required: true });
+      const why = workloadCertTTL === undefined ? undefined : durationProblem(workloadCertTTL);
+      if (why) ctx.add(['spec', 'workloadCertTTL'], why);
+    }
     if (ctx.problems.length !== before) return undefined;
     const r: LabConfigResource = { apiVersion: 'weft.io/v1alpha1', kind: 'LabConfig', metadata: meta, spec: {} };
     if (nodeNetwork) r.spec.nodeNetwork = nodeNetwork;
     if (serviceCIDR) r.spec.serviceCIDR = serviceCIDR;
     if (clusterDomain) r.spec.clusterDomain = clusterDomain;
+    if (trustDomain) r.spec.trustDomain = trustDomain;
+    if (workloadCertTTL) r.spec.workloadCertTTL = workloadCertTTL;
     return r;
   },
 });

@@ -1,5 +1,6 @@
 // The Kubernetes-shaped objects weft reads: the lab's input, the lab's generated resources directory
-// (what a cluster's API server would hold, with status filled in), and later the controller's source.
+// (what a cluster's API server would hold, with status filled in), and the controller's source.
+import type { AuthorizationPolicyResource, PeerAuthenticationResource } from './policy-types.js';
 
 export interface ObjectMeta {
   name: string;
@@ -65,15 +66,30 @@ export interface ServiceResource {
   spec: { selector?: Record<string, string>; ports: ServicePort[]; clusterIP?: string };
 }
 
-/** The lab-wide settings document (optional): node network and service CIDR. */
+/** The lab-wide settings document (optional): node network, service CIDR, mesh trust domain, workload certificate lifetime. */
 export interface LabConfigResource {
   apiVersion: 'weft.io/v1alpha1';
   kind: 'LabConfig';
   metadata: ObjectMeta;
-  spec: { nodeNetwork?: string; serviceCIDR?: string; clusterDomain?: string };
+  spec: {
+    nodeNetwork?: string;
+    serviceCIDR?: string;
+    clusterDomain?: string;
+    /** SPIFFE trust domain of the lab's mesh (default cluster.local). */
+    trustDomain?: string;
+    /** Lifetime of workload certificates, a duration such as `24h` or `5s` (default 24h). */
+    workloadCertTTL?: string;
+  };
 }
 
-export type Resource = NodeResource | NamespaceResource | PodResource | ServiceResource | LabConfigResource;
+export type Resource =
+  | NodeResource
+  | NamespaceResource
+  | PodResource
+  | ServiceResource
+  | LabConfigResource
+  | AuthorizationPolicyResource
+  | PeerAuthenticationResource;
 
 export type WithSource<T> = T & { source: SourceRef };
 
