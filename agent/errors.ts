@@ -26,8 +26,6 @@ export const ErrorCodes = {
   SETUP: 'WEFT_ERR_SETUP',
   /** The controller could not start, or an agent could not reach or use it. */
   CONTROLLER: 'WEFT_ERR_CONTROLLER',
-  /** The controller could not start, or an agent could not reach or use it. */
-  CONTROLLER: 'WEFT_ERR_CONTROLLER',
   /** A SPIFFE ID or a workload certificate is malformed, or a workload's certificate is unavailable. */
   IDENTITY: 'WEFT_ERR_IDENTITY',
   /** The certificate authority refused a CSR, or could not load or create its root. */
