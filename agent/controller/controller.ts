@@ -1,0 +1,156 @@
+// The controller process: CA (kept in --state), registry (--source dir:PATH), the gRPC server for
+// discovery and certificates, and the monitoring endpoint. Also: node credentials for agents.
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { ErrorCodes, WeftError, formatProblem } from '../errors.js';
+import type { Logger } from '../log.js';
+import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+import { CertificateAuthority } from './ca.js';
+import { ControllerMetrics } from './metrics.js';
+import { MonitoringServer, type ControllerStatus } from './monitoring.js';
+import { ConfigRegistry } from './registry.js';
+import { ControllerServer, parseHostPort } from './server.js';
+
+export const DEFAULT_LISTEN = '0.0.0.0:15012';
+export const DEFAULT_MONITORING = '127.0.0.1:15014';
+export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+export const DEFAULT_MAX_CERT_TTL_SECONDS = 24 * 3600;
+/** The serving certificate is issued anew on every start. */
+const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
+export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = 365 * 24 * 3600;
+
+export interface ControllerOptions {
+  /** `dir:PATH` */
+  source: string;
+  /** Where the CA keeps its root (created on first start). */
+  stateDir: string;
+  listen?: string;
+  trustDomain?: string;
+  rootNamespace?: string;
+  maxCertTtlSeconds?: number;
+  monitoring?: string;
+  /** Subject alternative names of the serving certificate (besides the --listen address when it is a specific IP). */
+  servingIps?: string[];
+  servingDns?: string[];
+  log: Logger;
+}
+
+/** The serving certificate's names: what agents dial. With none given, the listen IP, loopback and the host name. */
+export function servingNames(listen: string, ips: readonly string[], dns: readonly string[]): { ips: string[]; dnsNames: string[] } {
+  const { host } = parseHostPort(listen, '--listen');
+  const outIps = new Set(ips);
+  const outDns = new Set(dns);
+  const wildcard = host === '0.0.0.0' || host === '::';
+  if (isIP(host) && !wildcard) outIps.add(host);
+  else if (!isIP(host)) outDns.add(host);
+  if (outIps.size === 0 && outDns.size === 0) {
+    outIps.add('127.0.0.1');
+    outDns.add('localhost');
+    outDns.add(hostname());
+  }
+  for (const ip of outIps) if (!isIP(ip)) throw new WeftError(ErrorCodes.USAGE, `--serving-ip: "${ip}" is not an IP address`);
+  return { ips: [...outIps], dnsNames: [...outDns] };
+}
+
+export class Controller {
+  private constructor(
+    readonly metrics: ControllerMetrics,
+    readonly ca: CertificateAuthority,
+    readonly registry: ConfigRegistry,
+    readonly server: ControllerServer,
+    readonly monitoring: MonitoringServer,
+    private readonly info: { source: string; listen: string; rootNamespace: string; maxCertTtlSeconds: number },
+  ) {}
+
+  static async start(o: ControllerOptions): Promise<Controller> {
+    if (!o.source.startsWith('dir:') || o.source.length <= 'dir:'.length) {
+      throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${o.source}" (the controller reads dir:PATH)`);
+    }
+    const dir = o.source.slice('dir:'.length);
+    const listen = o.listen ?? DEFAULT_LISTEN;
+    const trustDomain = o.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+    const rootNamespace = o.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    const maxCertTtlSeconds = o.maxCertTtlSeconds ?? DEFAULT_MAX_CERT_TTL_SECONDS;
+    const names = servingNames(listen, o.servingIps ?? [], o.servingDns ?? []);
+
+    mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
+    const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain });
+    const serving = await ca.issueServingCert({ ...names, ttlSeconds: SERVING_CERT_TTL_SECONDS });
+    o.log.info({ trustDomain, servingIps: names.ips, servingDns: names.dnsNames }, 'certificate authority ready');
+
+    const metrics = new ControllerMetrics();
+    const registry = new ConfigRegistry({ dir, log: o.log, metrics });
+    registry.start();
+    let server: ControllerServer | undefined;
+    try {
+      server = await ControllerServer.start({ ca, registry, listen, serving, maxCertTtlSeconds, rootNamespace, metrics, log: o.log });
+      let controller: Controller | undefined;
+      const monitoring = await MonitoringServer.start({
+        listen: o.monitoring ?? DEFAULT_MONITORING,
+        metrics,
+        status: () => controller!.status(),
+        ready: () => controller !== undefined,
+        log: o.log,
+      });
+      controller = new Controller(metrics, ca, registry, server, monitoring, { source: o.source, listen, rootNamespace, maxCertTtlSeconds });
+      return controller;
+    } catch (err) {
+      server?.close();
+      registry.close();
+      throw err;
+    }
+  }
+
+  async status(): Promise<ControllerStatus> {
+    const resources = this.registry.resources();
+    const byKind: Record<string, number> = {};
+    for (const r of resources) byKind[r.kind] = (byKind[r.kind] ?? 0) + 1;
+    const root = new X509Certificate(this.ca.rootCertPem);
+    return {
+      trustDomain: this.ca.trustDomain,
+      rootNamespace: this.info.rootNamespace,
+      source: this.info.source,
+      listen: this.info.listen,
+      registry: { version: this.registry.version, objects: resources.length, byKind },
+      connectedAgents: this.server.connectedAgents(),
+      configProblems: this.registry.problems().map((p) => ({ ...p, message: formatProblem(p) })),
+      ca: { rootSubject: root.subject.replace(/\n/g, ', '), rootNotAfter: new Date(root.validTo).toISOString(), maxCertTtlSeconds: this.info.maxCertTtlSeconds },
+      certificates: { issued: await sumOf(this.metrics.certificatesIssued), denied: await sumOf(this.metrics.certificatesDenied) },
+    };
+  }
+
+  close(): void {
+    this.monitoring.close();
+    this.server.close();
+    this.registry.close();
+  }
+}
+
+/** Sum of a counter over all its label sets. */
+async function sumOf(c: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
+  return (await c.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
+/** Writes an agent's node credential, its key (0600) and the root into `outDir`. */
+export async function writeNodeCredentials(o: { stateDir: string; node: string; outDir: string; trustDomain?: string; ttlSeconds?: number }): Promise<{
+  certFile: string;
+  keyFile: string;
+  rootFile: string;
+}> {
+  const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain: o.trustDomain ?? DEFAULT_TRUST_DOMAIN });
+  const cred = await ca.issueNodeCredential(o.node, o.ttlSeconds ?? DEFAULT_NODE_CREDENTIAL_TTL_SECONDS);
+  mkdirSync(o.outDir, { recursive: true, mode: 0o700 });
+  const files = { certFile: join(o.outDir, 'node-cert.pem'), keyFile: join(o.outDir, 'node-key.pem'), rootFile: join(o.outDir, 'root-cert.pem') };
+  const write = (path: string, text: string, mode: number): void => {
+    const tmp = `${path}.tmp-${process.pid}`;
+    writeFileSync(tmp, text, { mode });
+    renameSync(tmp, path);
+  };
+  write(files.keyFile, cred.keyPem, 0o600);
+  write(files.certFile, cred.certPem, 0o644);
+  write(files.rootFile, ca.rootCertPem, 0o644);
+  return files;
+}
