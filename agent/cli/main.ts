@@ -9,6 +9,9 @@ usage: weft <command> [options]
 commands:
   lab up|down|status|exec|apply|logs|restart-agent   a local cluster of network namespaces (weft lab --help)
   agent                                              run the node agent (weft agent --help)
+  controller [node-credentials]                      run the control plane, or write a node's credential (weft controller --help)
+  apply|delete -f FILE... [--name LAB]               add or remove policies (AuthorizationPolicy, PeerAuthentication) in a lab
+  status [--name LAB] [--controller-monitoring URL]  nodes, agents, enrolled pods and configuration errors, from the controller
   demo                                               bring up the example lab, show capture at work, tear down
   uninstall [--bpffs DIR]                            detach and remove every program, map and pin of an agent
   version                                            print the version
@@ -21,6 +24,14 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./lab.js')).labCommand(rest);
     case 'agent':
       return (await import('./agent.js')).agentCommand(rest);
+    case 'controller':
+      return (await import('./controller.js')).controllerCommand(rest);
+    case 'apply':
+      return (await import('./apply.js')).applyCommand(rest);
+    case 'delete':
+      return (await import('./apply.js')).deleteCommand(rest);
+    case 'status':
+      return (await import('./status.js')).statusCommand(rest);
     case 'uninstall':
       return (await import('./agent.js')).uninstallCommand(rest);
     case 'demo':

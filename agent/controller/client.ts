@@ -3,11 +3,17 @@
 // verified against the mesh root (its serving certificate names its IP/DNS); the agent authenticates
 // with its node credential. When the stream breaks, the client keeps the last state and reconnects
 // with exponential backoff, 1 s doubling to 30 s.
+import { isIP } from 'node:net';
+import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Resource } from '../registry/types.js';
 import { controllerProtos, type IstioCertificateRequest, type IstioCertificateResponse, type ResourceUpdate, type StreamRequest } from './proto.js';
+import { parseHostPort } from './server.js';
+
+/** SNI sent when the controller is dialled by IP (TLS forbids an IP there); the certificate is still checked against the IP. */
+const IP_SNI = 'weft-controller';
 
 export interface ControllerClientOptions {
   /** `HOST:PORT` of the controller (15012). */
@@ -62,9 +68,16 @@ export class ControllerClient {
   constructor(options: ControllerClientOptions) {
     this.options = options;
     this.delayMs = options.backoff?.initialMs ?? 1000;
-    const credentials = grpc.credentials.createSsl(Buffer.from(options.rootCertPem), Buffer.from(options.keyPem), Buffer.from(options.certPem));
-    const channelOptions: grpc.ChannelOptions = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 };
-    if (options.serverName) channelOptions['grpc.ssl_target_name_override'] = options.serverName;
+    // The controller's certificate must chain to the mesh root and name what we dial (or serverName).
+    const expected = options.serverName ?? parseHostPort(options.address, 'controller address').host;
+    const credentials = grpc.credentials.createSsl(Buffer.from(options.rootCertPem), Buffer.from(options.keyPem), Buffer.from(options.certPem), {
+      checkServerIdentity: (_servername, cert) => checkServerIdentity(expected, cert),
+    });
+    const channelOptions: grpc.ChannelOptions = {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.ssl_target_name_override': isIP(expected) ? IP_SNI : expected,
+    };
     this.client = new grpc.Client(options.address, credentials, channelOptions);
   }
 

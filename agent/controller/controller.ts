@@ -134,16 +134,23 @@ async function sumOf(c: { get(): Promise<{ values: Array<{ value: number }> }> }
   return (await c.get()).values.reduce((n, v) => n + v.value, 0);
 }
 
-/** Writes an agent's node credential, its key (0600) and the root into `outDir`. */
-export async function writeNodeCredentials(o: { stateDir: string; node: string; outDir: string; trustDomain?: string; ttlSeconds?: number }): Promise<{
+export interface NodeCredentialFiles {
   certFile: string;
   keyFile: string;
   rootFile: string;
-}> {
+}
+
+/** Writes an agent's node credential, its key (0600) and the root into `outDir`, loading (or creating) the CA in `stateDir`. */
+export async function writeNodeCredentials(o: { stateDir: string; node: string; outDir: string; trustDomain?: string; ttlSeconds?: number }): Promise<NodeCredentialFiles> {
   const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain: o.trustDomain ?? DEFAULT_TRUST_DOMAIN });
-  const cred = await ca.issueNodeCredential(o.node, o.ttlSeconds ?? DEFAULT_NODE_CREDENTIAL_TTL_SECONDS);
-  mkdirSync(o.outDir, { recursive: true, mode: 0o700 });
-  const files = { certFile: join(o.outDir, 'node-cert.pem'), keyFile: join(o.outDir, 'node-key.pem'), rootFile: join(o.outDir, 'root-cert.pem') };
+  return writeNodeCredentialFiles(ca, o.node, o.outDir, o.ttlSeconds);
+}
+
+/** Issues `node`'s credential from `ca` and writes node-cert.pem, node-key.pem (0600) and root-cert.pem into `outDir`. */
+export async function writeNodeCredentialFiles(ca: CertificateAuthority, node: string, outDir: string, ttlSeconds = DEFAULT_NODE_CREDENTIAL_TTL_SECONDS): Promise<NodeCredentialFiles> {
+  const cred = await ca.issueNodeCredential(node, ttlSeconds);
+  mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  const files = { certFile: join(outDir, 'node-cert.pem'), keyFile: join(outDir, 'node-key.pem'), rootFile: join(outDir, 'root-cert.pem') };
   const write = (path: string, text: string, mode: number): void => {
     const tmp = `${path}.tmp-${process.pid}`;
     writeFileSync(tmp, text, { mode });

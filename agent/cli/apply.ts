@@ -1,0 +1,79 @@
+// `weft apply -f FILE...` / `weft delete -f FILE...`: policies into (or out of) a lab's watched
+// resources directory, which the controller reads. Every file is validated first; on any problem
+// nothing is written.
+import { ConfigError, ErrorCodes, WeftError, type ConfigProblem } from '../errors.js';
+import { APPLIABLE_KINDS, appliedFileName, removeApplied, writeApplied } from '../lab/applied.js';
+import { openLab } from '../lab/index.js';
+import { loadFiles } from '../registry/load.js';
+import { problemAt, resourceKey } from '../registry/parse.js';
+import type { Resource, WithSource } from '../registry/types.js';
+
+const USAGE = `usage: weft apply -f FILE... [--name LAB]     write AuthorizationPolicy / PeerAuthentication documents
+       weft delete -f FILE... [--name LAB]    remove the objects named in FILE
+The lab name defaults to $WEFT_LAB or "weft". Pods, services, namespaces and nodes go through "weft lab apply".`;
+
+function parse(argv: string[]): { files: string[]; name?: string } {
+  const out: { files: string[]; name?: string } = { files: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const eq = a.indexOf('=');
+      if (a.startsWith('--') && eq > 0) return a.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined) throw new WeftError(ErrorCodes.USAGE, `${a} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (a === '-f' || a === '--filename' || a.startsWith('--filename=')) out.files.push(value());
+    else if (a === '--name' || a.startsWith('--name=')) out.name = value();
+    else throw new WeftError(ErrorCodes.USAGE, `unexpected argument ${a}\n${USAGE}`);
+  }
+  if (out.files.length === 0) throw new WeftError(ErrorCodes.USAGE, `-f FILE is required\n${USAGE}`);
+  return out;
+}
+
+/** Validates the files (throws ConfigError, nothing written) and keeps to the kinds weft apply handles. */
+function validated(files: readonly string[]): Array<WithSource<Resource>> {
+  const resources = loadFiles(files);
+  const problems: ConfigProblem[] = [];
+  for (const r of resources) {
+    if (!APPLIABLE_KINDS.has(r.kind)) {
+      problems.push(problemAt(r, ['kind'], `weft apply takes ${[...APPLIABLE_KINDS].join(' and ')}; a ${r.kind} needs "weft lab apply"`));
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+  if (resources.length === 0) throw new WeftError(ErrorCodes.USAGE, `no objects in ${files.join(', ')}`);
+  return resources;
+}
+
+export async function applyCommand(argv: string[]): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const { files, name } = parse(argv);
+  const resources = validated(files);
+  const lab = openLab(name);
+  writeApplied(lab.resourcesDir, resources);
+  for (const r of resources) process.stdout.write(`${resourceKey(r)} applied (${appliedFileName(r)})\n`);
+  return 0;
+}
+
+export async function deleteCommand(argv: string[]): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const { files, name } = parse(argv);
+  const resources = validated(files);
+  const lab = openLab(name);
+  const existed = removeApplied(lab.resourcesDir, resources);
+  let missing = 0;
+  resources.forEach((r, i) => {
+    if (existed[i]) process.stdout.write(`${resourceKey(r)} deleted\n`);
+    else {
+      missing++;
+      process.stderr.write(`weft: ${resourceKey(r)} not found in lab "${lab.name}"\n`);
+    }
+  });
+  return missing ? 1 : 0;
+}

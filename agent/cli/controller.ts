@@ -1,0 +1,105 @@
+// `weft controller` — run the control plane in the foreground (registry, CA, discovery, monitoring);
+// `weft controller node-credentials` — write a node agent's credential toward it.
+import { parseArgs } from 'node:util';
+import { Controller, DEFAULT_LISTEN, DEFAULT_MONITORING, DEFAULT_TRUST_DOMAIN, writeNodeCredentials } from '../controller/controller.js';
+import { ErrorCodes, WeftError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
+import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+
+export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --state DIR [options]
+  --source dir:PATH          directory of Kubernetes-style YAML (workloads, services, policies), watched
+  --state DIR                where the CA keeps its root (created on first start)
+  --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${DEFAULT_LISTEN})
+  --trust-domain TD          SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
+  --root-namespace NS        namespace whose policies apply mesh-wide (default ${DEFAULT_ROOT_NAMESPACE})
+  --max-cert-ttl DURATION    longest workload certificate issued (default 24h)
+  --monitoring HOST:PORT     /metrics, /healthz/ready, /debug/status (default ${DEFAULT_MONITORING})
+  --serving-ip IP            an address agents dial (repeatable; the --listen IP is included)
+  --serving-dns NAME         a DNS name agents dial (repeatable)
+  --log-level LEVEL          trace|debug|info|warn|error (default info)
+
+usage: weft controller node-credentials --state DIR --node NAME --out DIR [--trust-domain TD] [--ttl DURATION]
+  writes node-cert.pem, node-key.pem (0600) and root-cert.pem for the node's agent (default ttl 8760h)`;
+
+function duration(text: string, flag: string): number {
+  const s = parseDurationSeconds(text);
+  if (s === undefined) throw new WeftError(ErrorCodes.USAGE, `${flag}: ${durationProblem(text)}`);
+  return s;
+}
+
+function required(value: string | undefined, flag: string): string {
+  if (!value) throw new WeftError(ErrorCodes.USAGE, `${flag} is required\n${CONTROLLER_USAGE}`);
+  return value;
+}
+
+export async function controllerCommand(argv: string[]): Promise<number> {
+  if (argv[0] === 'node-credentials') return nodeCredentialsCommand(argv.slice(1));
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      source: { type: 'string' },
+      state: { type: 'string' },
+      listen: { type: 'string', default: DEFAULT_LISTEN },
+      'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+      'root-namespace': { type: 'string', default: DEFAULT_ROOT_NAMESPACE },
+      'max-cert-ttl': { type: 'string', default: '24h' },
+      monitoring: { type: 'string', default: DEFAULT_MONITORING },
+      'serving-ip': { type: 'string', multiple: true, default: [] },
+      'serving-dns': { type: 'string', multiple: true, default: [] },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(CONTROLLER_USAGE + '\n');
+    return 0;
+  }
+  const log = createLogger('controller', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const controller = await Controller.start({
+    source: required(values.source, '--source'),
+    stateDir: required(values.state, '--state'),
+    listen: values.listen,
+    trustDomain: values['trust-domain'],
+    rootNamespace: values['root-namespace'],
+    maxCertTtlSeconds: duration(values['max-cert-ttl'], '--max-cert-ttl'),
+    monitoring: values.monitoring,
+    servingIps: values['serving-ip'],
+    servingDns: values['serving-dns'],
+    log,
+  });
+  log.info({ source: values.source, listen: values.listen, port: controller.server.port, monitoring: values.monitoring }, 'controller ready');
+  await new Promise<void>((resolve) => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
+  });
+  log.info('shutting down; agents keep their last configuration and certificates');
+  controller.close();
+  return 0;
+}
+
+async function nodeCredentialsCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      state: { type: 'string' },
+      node: { type: 'string' },
+      out: { type: 'string' },
+      'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+      ttl: { type: 'string', default: '8760h' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(CONTROLLER_USAGE + '\n');
+    return 0;
+  }
+  const files = await writeNodeCredentials({
+    stateDir: required(values.state, '--state'),
+    node: required(values.node, '--node'),
+    outDir: required(values.out, '--out'),
+    trustDomain: values['trust-domain'],
+    ttlSeconds: duration(values.ttl, '--ttl'),
+  });
+  process.stdout.write(`wrote ${files.certFile}, ${files.keyFile}, ${files.rootFile}\n`);
+  return 0;
+}

@@ -1,0 +1,102 @@
+// `weft status`: the mesh as the controller sees it — nodes and their agents' discovery streams, the
+// enrolled pods, and every rejected configuration document — from the controller's /debug/status
+// (plus the lab's own view of nodes and pods when a lab is running).
+import { get } from 'node:http';
+import type { ControllerStatus } from '../controller/monitoring.js';
+import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
+import { labStatus, openLab, type LabStatus } from '../lab/index.js';
+
+const USAGE = `usage: weft status [--name LAB] [--controller-monitoring URL] [--json]
+  --controller-monitoring URL   the controller's monitoring endpoint (default: the lab's controller)`;
+
+function fetchJson<T>(url: string, timeoutMs = 3000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new WeftError(ErrorCodes.CONTROLLER, `${url} answered ${res.statusCode}`));
+        try {
+          resolve(JSON.parse(body) as T);
+        } catch (err) {
+          reject(new WeftError(ErrorCodes.CONTROLLER, `${url} did not answer JSON: ${errorMessage(err)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (err) => reject(new WeftError(ErrorCodes.CONTROLLER, `cannot reach the controller at ${url}: ${err.message}`, { cause: err })));
+  });
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
+}
+
+export function formatMeshStatus(url: string, s: ControllerStatus, lab?: LabStatus): string {
+  const kinds = Object.entries(s.registry.byKind)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  let t = `controller ${url}: trust domain ${s.trustDomain}, registry version ${s.registry.version} (${kinds || 'empty'})\n`;
+  t += `root CA valid until ${s.ca.rootNotAfter}; workload certificates at most ${s.ca.maxCertTtlSeconds} s; issued ${s.certificates.issued}, denied ${s.certificates.denied}\n\n`;
+
+  const streams = new Map(s.connectedAgents.map((a) => [a.node, a]));
+  const nodeNames = lab ? lab.nodes.map((n) => n.name) : [...streams.keys()].sort();
+  const rows = [['NODE', 'AGENT', 'DISCOVERY', 'VERSION', 'OBJECTS']];
+  for (const name of nodeNames) {
+    const a = streams.get(name);
+    const agent = lab?.nodes.find((n) => n.name === name)?.agent ?? (a ? 'connected' : '-');
+    rows.push([name, agent, a ? `connected since ${a.since}` : 'not connected', a ? String(a.version) : '-', a ? String(a.objects) : '-']);
+  }
+  t += rows.length > 1 ? table(rows) : 'no agents connected\n';
+
+  if (lab) {
+    const enrolled = lab.pods.filter((p) => p.enrolled);
+    t += '\n';
+    t += enrolled.length ? table([['ENROLLED POD', 'NODE', 'IP', 'PHASE'], ...enrolled.map((p) => [`${p.namespace}/${p.name}`, p.node, p.ip, p.phase])]) : 'no enrolled pods\n';
+  }
+
+  t += '\n';
+  if (s.configProblems.length === 0) t += 'configuration: no rejected documents\n';
+  else {
+    t += `configuration: ${s.configProblems.length} problem(s); the last good versions stay in force\n`;
+    for (const p of s.configProblems) t += `  ${p.message}\n`;
+  }
+  return t;
+}
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  let name: string | undefined;
+  let url: string | undefined;
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const eq = a.indexOf('=');
+      if (a.startsWith('--') && eq > 0) return a.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined) throw new WeftError(ErrorCodes.USAGE, `${a} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (a === '--name' || a.startsWith('--name=')) name = value();
+    else if (a === '--controller-monitoring' || a.startsWith('--controller-monitoring=')) url = value();
+    else if (a === '--json') json = true;
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    } else throw new WeftError(ErrorCodes.USAGE, `unexpected argument ${a}\n${USAGE}`);
+  }
+  let lab: LabStatus | undefined;
+  if (url === undefined || name !== undefined) {
+    const monitoring = openLab(name).state.controller?.monitoring;
+    lab = await labStatus({ name });
+    if (url === undefined) {
+      if (!monitoring) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${lab.name}" has no controller (started with --no-agents?)`);
+      url = `http://${monitoring}`;
+    }
+  }
+  const base = url.replace(/\/+$/, '');
+  const s = await fetchJson<ControllerStatus>(`${base}/debug/status`);
+  process.stdout.write(json ? JSON.stringify({ controller: s, lab }, null, 2) + '\n' : formatMeshStatus(base, s, lab));
+  return 0;
+}
