@@ -69,7 +69,12 @@ function table(rows: string[][]): string {
 
 export function formatStatus(s: LabStatus): string {
   let t = `lab ${s.name}: ${s.status} (since ${s.createdAt})\nstate: ${s.stateDir}\n`;
-  t += `node network ${s.nodeNetwork} (host ${s.hostIP}), service CIDR ${s.serviceCIDR}, load balancer ${s.loadBalancer}\n\n`;
+  t += `node network ${s.nodeNetwork} (host ${s.hostIP}), service CIDR ${s.serviceCIDR}, load balancer ${s.loadBalancer}\n`;
+  const c = s.controller;
+  t +=
+    c.state === 'disabled'
+      ? 'controller: none (lab started with --no-agents)\n\n'
+      : `controller: ${c.state}${c.pid ? ` (pid ${c.pid})` : ''}, gRPC ${c.listen}, monitoring http://${c.monitoring}, trust domain ${c.trustDomain}, workload certificates ${c.workloadCertTTL}\n\n`;
   t += table([['NODE', 'IP', 'POD CIDR', 'AGENT', 'PID'], ...s.nodes.map((n) => [n.name, n.ip, n.podCIDR, n.agent, n.agentPid ? String(n.agentPid) : '-'])]);
   t += '\n';
   t += table([

@@ -4,6 +4,9 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
+import { createServer } from 'node:net';
+import { CertificateAuthority } from '../controller/ca.js';
+import { writeNodeCredentialFiles } from '../controller/controller.js';
 import { uninstallCapture } from '../datapath/capture.js';
 import { ConfigError, ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -21,6 +24,7 @@ import {
   type ServiceResource,
   type WithSource,
 } from '../registry/types.js';
+import { writeApplied } from './applied.js';
 import { lbObjectPath, loadLb, syncLbMap, REPO_ROOT, type LbEntry } from './lb.js';
 import { buildModel, type LabModel } from './model.js';
 import { DEFAULT_LAB_NAME, ETC_NETNS, NETNS_DIR, isLabNetns, labNames, resolveLabName, type LabNames } from './names.js';
@@ -41,13 +45,14 @@ import {
   resolvConf,
   writePodDns,
 } from './net.js';
-import { execInPod, httpStatus, startAgentProcess, startContainer, stopPid, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
-import { journal, podKey, readState, writeState, type LabState, type NodeState, type PodState } from './state.js';
+import { execInPod, httpStatus, startAgentProcess, startContainer, startHostProcess, stopPid, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
+import { journal, podKey, readState, writeState, type ControllerState, type LabState, type NodeState, type PodState } from './state.js';
 import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
 const log = createLogger('lab');
 
 export const READINESS_PORT = 15021;
+export const CONTROLLER_PORT = 15012;
 export const FIRST_VIP_INDEX = 10;
 
 export interface UpOptions {
@@ -125,6 +130,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
     await createInfrastructure(state, names, model);
     await reconcile(state, names, model);
     if (agents) {
+      await startController(state, names, model, readyTimeout(opts));
       await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
       await Promise.all(Object.values(state.nodes).map((n) => waitAgentReady(state, n, readyTimeout(opts))));
     }
@@ -298,6 +304,8 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
   writeState(state);
 
   writeResources(state, names, model);
+  // Policies go to the controller as objects of their own (the files `weft apply` writes too).
+  writeApplied(names.resourcesDir, model.policies);
 
   for (const ps of toStart) await startPodContainers(state, names, model, ps);
   writeState(state);
@@ -483,6 +491,7 @@ export async function labApply(files: readonly string[], opts: ApplyOptions = {}
       nodeNetwork: state.nodeNetwork,
       serviceCIDR: state.serviceCIDR,
       clusterDomain: state.clusterDomain,
+      trustDomain: state.controller?.trustDomain,
     },
   });
   state.status = 'applying';
@@ -611,6 +620,70 @@ export async function labDown(opts: { name?: string } = {}): Promise<DownReport>
 }
 
 // ---------------------------------------------------------------------------------------------
+// controller
+
+/** A free TCP port on the host's loopback (for the controller's monitoring endpoint). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The lab's control plane: a CA in `<state>/controller`, one node credential per node in
+ * `<state>/nodes/<node>`, and the controller process in the host netns (cgroup `<lab>/controller`),
+ * serving on the lab's host IP, which every node reaches. Resolves once it is ready.
+ */
+async function startController(state: LabState, names: LabNames, model: LabModel, timeoutMs: number): Promise<void> {
+  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: model.trustDomain });
+  for (const node of Object.values(state.nodes)) await writeNodeCredentialFiles(ca, node.name, names.nodeCredentialsDir(node.name));
+  const c: ControllerState = {
+    cgroup: join(cgroup2Root(), names.controllerCgroupRel),
+    stateDir: names.controllerDir,
+    log: names.controllerLog,
+    listen: `${state.hostIP}:${CONTROLLER_PORT}`,
+    monitoring: `127.0.0.1:${await freeLoopbackPort()}`,
+    trustDomain: model.trustDomain,
+    workloadCertTTL: model.workloadCertTTL,
+  };
+  state.controller = c;
+  mkCgroup(state, c.cgroup);
+  const argv = [
+    process.execPath,
+    agentEntry(),
+    'controller',
+    '--source',
+    `dir:${names.resourcesDir}`,
+    '--state',
+    c.stateDir,
+    '--listen',
+    c.listen,
+    '--monitoring',
+    c.monitoring,
+    '--trust-domain',
+    c.trustDomain,
+    '--max-cert-ttl',
+    c.workloadCertTTL,
+    '--serving-ip',
+    state.hostIP,
+  ];
+  c.pid = await startHostProcess({ cgroup: c.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: c.log, cwd: REPO_ROOT });
+  writeState(state);
+  log.info({ lab: state.name, pid: c.pid, listen: c.listen, monitoring: c.monitoring, log: c.log }, 'controller started');
+  await waitReady(controllerReadyUrl(c), c.pid, c.log, timeoutMs, 'controller');
+  log.info({ lab: state.name }, 'controller ready');
+}
+
+export function controllerReadyUrl(c: ControllerState): string {
+  return `http://${c.monitoring}/healthz/ready`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // agents
 
 /** The agent entry point, `<repo>/dist/agent/cli/main.js`. */
@@ -620,14 +693,27 @@ export function agentEntry(): string {
 
 async function startAgentFor(state: LabState, names: LabNames, node: NodeState): Promise<void> {
   mkdirSync(node.bpffs, { recursive: true });
+  const controller = state.controller;
+  if (!controller) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${state.name}" has no controller; agents need one (run "weft lab down" and "weft lab up")`);
+  const creds = names.nodeCredentialsDir(node.name);
   const argv = [
     process.execPath,
     agentEntry(),
     'agent',
     '--node',
     node.name,
-    '--source',
-    `dir:${names.resourcesDir}`,
+    '--controller',
+    controller.listen,
+    '--node-cert',
+    join(creds, 'node-cert.pem'),
+    '--node-key',
+    join(creds, 'node-key.pem'),
+    '--root-cert',
+    join(creds, 'root-cert.pem'),
+    '--cert-ttl',
+    controller.workloadCertTTL,
+    '--trust-domain',
+    controller.trustDomain,
     '--cgroup',
     node.cgroup,
     '--bpffs',
@@ -662,6 +748,7 @@ export interface LabStatus {
   serviceCIDR: string;
   hostIP: string;
   loadBalancer: string;
+  controller: { state: 'ready' | 'running' | 'stopped' | 'disabled'; pid?: number; listen?: string; monitoring?: string; trustDomain?: string; workloadCertTTL?: string; log?: string };
   nodes: Array<{ name: string; ip: string; podCIDR: string; netns: string; agentPid?: number; agent: 'ready' | 'running' | 'stopped' | 'disabled'; log: string }>;
   pods: Array<{ namespace: string; name: string; node: string; ip: string; netns: string; cgroup: string; phase: 'Running' | 'Stopped' | 'Partial'; enrolled: boolean; containers: Array<{ name: string; pid?: number; running: boolean; log: string }> }>;
   services: Array<{ namespace: string; name: string; clusterIP: string; ports: string[]; endpoints: string[] }>;
@@ -689,6 +776,13 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
       return { name: n.name, ip: n.ip, podCIDR: n.podCIDR, netns: n.netns, agentPid: n.agentPid, agent, log: n.agentLog };
     }),
   );
+  const c = state.controller;
+  let controller: LabStatus['controller'] = { state: 'disabled' };
+  if (c) {
+    const alive = c.pid !== undefined && pidAlive(c.pid);
+    const ready = alive && (await httpStatus(controllerReadyUrl(c), 500)) === 200;
+    controller = { state: ready ? 'ready' : alive ? 'running' : 'stopped', pid: c.pid, listen: c.listen, monitoring: c.monitoring, trustDomain: c.trustDomain, workloadCertTTL: c.workloadCertTTL, log: c.log };
+  }
   const pods = Object.values(state.pods).map((p) => {
     const obj = state.objects.find((o) => o.kind === 'Pod' && o.metadata.namespace === p.namespace && o.metadata.name === p.name) as PodResource | undefined;
     const containers = p.containers.map((c) => ({ name: c.name, pid: c.pid, running: c.pid !== undefined && pidAlive(c.pid), log: c.log }));
@@ -725,6 +819,7 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
     serviceCIDR: state.serviceCIDR,
     hostIP: state.hostIP,
     loadBalancer: state.lb ? state.lb.linkPin : 'not loaded',
+    controller,
     nodes,
     pods,
     services,

@@ -4,6 +4,7 @@
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import { cidrSize, cidrsOverlap, indexInCidr, mustParseCidr, parseCidr, type Cidr } from '../registry/cidr.js';
 import { problemAt } from '../registry/parse.js';
+import type { PolicyResource } from '../registry/policy-types.js';
 import type { LabConfigResource, NamespaceResource, NodeResource, PodResource, Resource, ServiceResource, WithSource } from '../registry/types.js';
 import { labNames } from './names.js';
 
@@ -11,17 +12,25 @@ import { labNames } from './names.js';
 export const DEFAULT_NODE_NETWORK = '192.168.240.0/24';
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
+export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+export const DEFAULT_WORKLOAD_CERT_TTL = '24h';
 
 export interface LabModel {
   nodeNetwork: Cidr;
   serviceCIDR: Cidr;
   clusterDomain: string;
+  /** SPIFFE trust domain of the lab's mesh. */
+  trustDomain: string;
+  /** Workload certificate lifetime (a duration such as 24h). */
+  workloadCertTTL: string;
   config?: WithSource<LabConfigResource>;
   nodes: Array<WithSource<NodeResource>>;
   /** Declared namespaces plus implicit ones (referenced by a pod or service but not declared: no labels). */
   namespaces: Map<string, NamespaceResource>;
   pods: Array<WithSource<PodResource>>;
   services: Array<WithSource<ServiceResource>>;
+  /** AuthorizationPolicy and PeerAuthentication documents, handed to the controller as they are. */
+  policies: Array<WithSource<PolicyResource>>;
 }
 
 export interface ModelOptions {
@@ -29,7 +38,7 @@ export interface ModelOptions {
   /** Host routes to check the lab's ranges against (up only). */
   hostRoutes?: Array<{ dst: string; dev?: string }>;
   /** Apply to a running lab: nodes and lab settings must stay as they are. */
-  running?: { nodes: Record<string, { podCIDR: string }>; nodeNetwork: string; serviceCIDR: string; clusterDomain: string };
+  running?: { nodes: Record<string, { podCIDR: string }>; nodeNetwork: string; serviceCIDR: string; clusterDomain: string; trustDomain?: string };
   requireNodes?: boolean;
 }
 
@@ -47,6 +56,7 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
   const pods = resources.filter((r): r is WithSource<PodResource> => r.kind === 'Pod');
   const services = resources.filter((r): r is WithSource<ServiceResource> => r.kind === 'Service');
   const declaredNs = resources.filter((r): r is WithSource<NamespaceResource> => r.kind === 'Namespace');
+  const policies = resources.filter((r): r is WithSource<PolicyResource> => r.kind === 'AuthorizationPolicy' || r.kind === 'PeerAuthentication');
 
   for (const extra of configs.slice(1)) {
     problems.push(problemAt(extra, ['kind'], `only one LabConfig is allowed per lab (first at ${configs[0]!.source.file}:${configs[0]!.source.line})`));
@@ -55,6 +65,8 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
   const nodeNetwork = mustParseCidr(config?.spec.nodeNetwork ?? opts.running?.nodeNetwork ?? DEFAULT_NODE_NETWORK);
   const serviceCIDR = mustParseCidr(config?.spec.serviceCIDR ?? opts.running?.serviceCIDR ?? DEFAULT_SERVICE_CIDR);
   const clusterDomain = config?.spec.clusterDomain ?? opts.running?.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+  const trustDomain = config?.spec.trustDomain ?? opts.running?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const workloadCertTTL = config?.spec.workloadCertTTL ?? DEFAULT_WORKLOAD_CERT_TTL;
 
   if (opts.running) {
     const run = opts.running;
@@ -62,6 +74,7 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
       if (nodeNetwork.text !== run.nodeNetwork) problems.push(problemAt(config, ['spec', 'nodeNetwork'], `cannot change the node network of a running lab (it is ${run.nodeNetwork}); run "weft lab down" first`));
       if (serviceCIDR.text !== run.serviceCIDR) problems.push(problemAt(config, ['spec', 'serviceCIDR'], `cannot change the service CIDR of a running lab (it is ${run.serviceCIDR}); run "weft lab down" first`));
       if (clusterDomain !== run.clusterDomain) problems.push(problemAt(config, ['spec', 'clusterDomain'], `cannot change the cluster domain of a running lab (it is ${run.clusterDomain})`));
+      if (run.trustDomain !== undefined && trustDomain !== run.trustDomain) problems.push(problemAt(config, ['spec', 'trustDomain'], `cannot change the trust domain of a running lab (it is ${run.trustDomain})`));
     }
     for (const n of nodes) {
       const cur = run.nodes[n.metadata.name];
@@ -163,5 +176,5 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
     const ns = r.metadata.namespace;
     if (!namespaces.has(ns)) namespaces.set(ns, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   }
-  return { nodeNetwork, serviceCIDR, clusterDomain, config, nodes, namespaces, pods, services };
+  return { nodeNetwork, serviceCIDR, clusterDomain, trustDomain, workloadCertTTL, config, nodes, namespaces, pods, services, policies };
 }

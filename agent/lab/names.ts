@@ -51,6 +51,12 @@ export interface LabNames {
   /** node-side peer of pod #i's eth0 (in the node's netns). */
   podPeer(index: number): string;
   nodePinDir(node: string): string;
+  /** The controller's state (its CA root) and log. */
+  controllerDir: string;
+  controllerLog: string;
+  /** A node agent's credential toward the controller: node-cert.pem, node-key.pem, root-cert.pem. */
+  nodeCredentialsDir(node: string): string;
+  controllerCgroupRel: string;
   /** cgroup paths relative to the cgroup2 mount. */
   cgroupRel: string;
   nodeCgroupRel(node: string): string;
@@ -83,6 +89,10 @@ export function labNames(lab: string): LabNames {
     nodeFabricPeer: (i) => `${linkPrefix}n${i}`,
     podPeer: (i) => `${linkPrefix}p${i}`,
     nodePinDir: (node) => join(pinRoot, node),
+    controllerDir: join(stateDir, 'controller'),
+    controllerLog: join(stateDir, 'logs', 'controller.log'),
+    nodeCredentialsDir: (node) => join(stateDir, 'nodes', node),
+    controllerCgroupRel: `${cgroupRel}/controller`,
     cgroupRel,
     nodeCgroupRel: (node) => `${cgroupRel}/${node}`,
     agentCgroupRel: (node) => `${cgroupRel}/${node}/agent`,

@@ -49,6 +49,11 @@ export function startAgentProcess(a: { cgroup: string; netnsPath: string; argv: 
   return spawnDetached(inCgroup(a.cgroup, ['nsenter', `--net=${a.netnsPath}`, '--', ...a.argv]), { cwd: a.cwd, env: a.env, log: a.log });
 }
 
+/** A process in the host netns, joined to `cgroup` before it execs (the lab's controller). */
+export function startHostProcess(a: { cgroup: string; argv: readonly string[]; env: NodeJS.ProcessEnv; log: string; cwd: string }): Promise<number> {
+  return spawnDetached(inCgroup(a.cgroup, a.argv), { cwd: a.cwd, env: a.env, log: a.log });
+}
+
 export interface ExecOptions {
   /** 'inherit' (CLI) or 'pipe' (tests: output captured and returned). */
   stdio?: 'inherit' | 'pipe';

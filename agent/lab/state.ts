@@ -54,6 +54,20 @@ export interface PodState {
   containers: ContainerState[];
 }
 
+/** The lab's controller: a process in the host netns, in `<lab cgroup>/controller`. */
+export interface ControllerState {
+  pid?: number;
+  cgroup: string;
+  stateDir: string;
+  log: string;
+  /** gRPC (discovery + certificates) on the lab's host IP, reachable from every node. */
+  listen: string;
+  /** Monitoring on the host's loopback: /metrics, /healthz/ready, /debug/status. */
+  monitoring: string;
+  trustDomain: string;
+  workloadCertTTL: string;
+}
+
 export interface ServiceState {
   namespace: string;
   name: string;
@@ -76,6 +90,7 @@ export interface LabState {
   hostLink: string;
   fabricNetns: string;
   agents: boolean;
+  controller?: ControllerState;
   /** The service load balancer's pins, once it is loaded. */
   lb?: LbPins;
   /** Hex keys currently written to the load balancer map. */
