@@ -15,7 +15,7 @@ const privileged = process.argv.includes('--privileged');
 const isRoot = process.getuid?.() === 0;
 
 /** Debian packages: the BPF toolchain, the addon's libraries, and the lab's tools. */
-const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'tcpdump', 'make', 'g++', 'python3'];
+const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'procps', 'tcpdump', 'make', 'g++', 'python3'];
 
 function say(msg) {
   process.stderr.write(`[setup] ${msg}\n`);

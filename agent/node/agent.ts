@@ -11,6 +11,7 @@ import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
 import { ClusterState, DEFAULT_MESH_SETTINGS } from '../state/cluster-state.js';
 import { HbonePool } from '../ztunnel/hbone-pool.js';
 import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
+import { TransparentRouting } from '../ztunnel/inpod-routing.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
 
 export interface AgentOptions {
@@ -167,6 +168,11 @@ export class NodeAgent {
     }
     for (const cookie of this.datapath.pinnedNetnsCookies()) {
       if (!live.has(cookie)) this.datapath.detachNetns(cookie);
+    }
+    // Pods un-enrolled while no agent ran may still carry the proxy's routing rules.
+    for (const w of this.state.workloads) {
+      if (w.node !== this.options.node || w.enrolled || !w.netns || !w.ip) continue;
+      new TransparentRouting(w.netns, w.ip).clear().catch((err: unknown) => this.options.log.warn({ pod: w.key, err: errorMessage(err) }, 'could not clear routing rules'));
     }
   }
 

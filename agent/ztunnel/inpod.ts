@@ -422,6 +422,7 @@ export class PodProxy {
     }
     this.closeListeners();
     if (options.drain) for (const s of this.sockets) s.destroy();
+    this.routing.clear().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the pod routing rules'));
     this.log.info('pod un-enrolled');
   }
 
