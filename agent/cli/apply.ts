@@ -2,7 +2,7 @@
 // resources directory, which the controller reads. Every file is validated first; on any problem
 // nothing is written.
 import { ConfigError, ErrorCodes, WeftError, type ConfigProblem } from '../errors.js';
-import { APPLIABLE_KINDS, appliedFileName, removeApplied, writeApplied } from '../lab/applied.js';
+import { APPLIABLE_KINDS, removeApplied, writeApplied } from '../lab/applied.js';
 import { openLab } from '../lab/index.js';
 import { loadFiles } from '../registry/load.js';
 import { problemAt, resourceKey } from '../registry/parse.js';
@@ -45,16 +45,20 @@ function validated(files: readonly string[]): Array<WithSource<Resource>> {
   return resources;
 }
 
+/** Validate FILEs and write their policies into a lab's watched directory; returns their keys. */
+export function applyPolicies(files: readonly string[], labName?: string): string[] {
+  const resources = validated(files);
+  writeApplied(openLab(labName).resourcesDir, resources);
+  return resources.map((r) => resourceKey(r));
+}
+
 export async function applyCommand(argv: string[]): Promise<number> {
   if (argv.includes('-h') || argv.includes('--help')) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
   const { files, name } = parse(argv);
-  const resources = validated(files);
-  const lab = openLab(name);
-  writeApplied(lab.resourcesDir, resources);
-  for (const r of resources) process.stdout.write(`${resourceKey(r)} applied (${appliedFileName(r)})\n`);
+  for (const key of applyPolicies(files, name)) process.stdout.write(`${key} applied\n`);
   return 0;
 }
 

@@ -280,7 +280,10 @@ export class PodProxy {
     const mode = effectiveMtlsMode(state.peerAuthentications, this.workload, attrs.destinationPort, { rootNamespace: state.rootNamespace });
     if (mode === 'STRICT') {
       this.stats.inbound.denied++;
-      this.log.info({ direction: 'inbound', src: attrs.sourceIp, dstPort: attrs.destinationPort, reason: 'PeerAuthentication STRICT: plaintext refused' }, 'inbound connection denied');
+      this.log.info(
+        { direction: 'inbound', transport: 'plaintext', src: attrs.sourceIp, dst: formatAuthority(attrs.destinationIp, attrs.destinationPort), reason: 'PeerAuthentication STRICT: plaintext refused' },
+        'inbound connection denied',
+      );
       conn.resetAndDestroy();
       return;
     }
