@@ -95,7 +95,9 @@ test('cross-node: 100 MB through a Service arrive intact, the wire carries only 
   const capture = join(tmp, 'link.pcap');
   // The link between the nodes: node-a's uplink into the fabric.
   const dump = spawn('nsenter', [`--net=${lab.node('node-a').netnsPath}`, 'tcpdump', '-i', 'eth0', '-s', '200', '-U', '-w', capture, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await eventually('tcpdump to listen', async () => (/listening on/.test(await new Promise<string>((r) => dump.stderr.once('data', (d: Buffer) => r(d.toString())))) ? true : undefined));
+  let dumpErr = '';
+  dump.stderr.on('data', (d: Buffer) => (dumpErr += d.toString()));
+  await eventually('tcpdump to listen', async () => (/listening on/.test(dumpErr) ? true : undefined));
   const marker = 'WEFT-PLAINTEXT-MARKER';
   const r = await lab.exec('mesh/client', [process.execPath, join(FIXTURES, 'bulk-send.mjs'), '--target', 'server.mesh:9000', '--bytes', String(100 * 1024 * 1024), '--marker', marker], { stdio: 'pipe' });
   dump.kill('SIGINT');
