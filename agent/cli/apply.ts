@@ -1,7 +1,8 @@
 // `weft apply -f FILE...` / `weft delete -f FILE...`: policies into (or out of) a lab's watched
 // resources directory, which the controller reads. Every file is validated first; on any problem
 // nothing is written.
-import { ConfigError, ErrorCodes, WeftError, type ConfigProblem } from '../errors.js';
+import { parseArgs } from 'node:util';
+import { ConfigError, ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import { APPLIABLE_KINDS, removeApplied, writeApplied } from '../lab/applied.js';
 import { openLab } from '../lab/index.js';
 import { loadFiles } from '../registry/load.js';
@@ -13,22 +14,15 @@ const USAGE = `usage: weft apply -f FILE... [--name LAB]     write Authorization
 The lab name defaults to $WEFT_LAB or "weft". Pods, services, namespaces and nodes go through "weft lab apply".`;
 
 function parse(argv: string[]): { files: string[]; name?: string } {
-  const out: { files: string[]; name?: string } = { files: [] };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const eq = a.indexOf('=');
-      if (a.startsWith('--') && eq > 0) return a.slice(eq + 1);
-      const v = argv[++i];
-      if (v === undefined) throw new WeftError(ErrorCodes.USAGE, `${a} needs a value\n${USAGE}`);
-      return v;
-    };
-    if (a === '-f' || a === '--filename' || a.startsWith('--filename=')) out.files.push(value());
-    else if (a === '--name' || a.startsWith('--name=')) out.name = value();
-    else throw new WeftError(ErrorCodes.USAGE, `unexpected argument ${a}\n${USAGE}`);
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { filename: { type: 'string', short: 'f', multiple: true }, name: { type: 'string' } } }));
+  } catch (err) {
+    throw new WeftError(ErrorCodes.USAGE, `${errorMessage(err)}\n${USAGE}`);
   }
-  if (out.files.length === 0) throw new WeftError(ErrorCodes.USAGE, `-f FILE is required\n${USAGE}`);
-  return out;
+  const files = values.filename ?? [];
+  if (files.length === 0) throw new WeftError(ErrorCodes.USAGE, `-f FILE is required\n${USAGE}`);
+  return { files, ...(values.name ? { name: values.name } : {}) };
 }
 
 /** Validates the files (throws ConfigError, nothing written) and keeps to the kinds weft apply handles. */

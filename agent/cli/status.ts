@@ -1,6 +1,7 @@
 // `weft status`: the mesh as the controller sees it — nodes and their agents' discovery streams, the
 // enrolled pods, and every rejected configuration document — from the controller's /debug/status
 // (plus the lab's own view of nodes and pods when a lab is running).
+import { parseArgs } from 'node:util';
 import { get } from 'node:http';
 import type { ControllerStatus } from '../controller/monitoring.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
@@ -66,26 +67,21 @@ export function formatMeshStatus(url: string, s: ControllerStatus, lab?: LabStat
 }
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  let name: string | undefined;
-  let url: string | undefined;
-  let json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const eq = a.indexOf('=');
-      if (a.startsWith('--') && eq > 0) return a.slice(eq + 1);
-      const v = argv[++i];
-      if (v === undefined) throw new WeftError(ErrorCodes.USAGE, `${a} needs a value\n${USAGE}`);
-      return v;
-    };
-    if (a === '--name' || a.startsWith('--name=')) name = value();
-    else if (a === '--controller-monitoring' || a.startsWith('--controller-monitoring=')) url = value();
-    else if (a === '--json') json = true;
-    else if (a === '-h' || a === '--help') {
-      process.stdout.write(USAGE + '\n');
-      return 0;
-    } else throw new WeftError(ErrorCodes.USAGE, `unexpected argument ${a}\n${USAGE}`);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: { name: { type: 'string' }, 'controller-monitoring': { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } },
+    }));
+  } catch (err) {
+    throw new WeftError(ErrorCodes.USAGE, `${errorMessage(err)}\n${USAGE}`);
   }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const { name, json } = values;
+  let url = values['controller-monitoring'];
   let lab: LabStatus | undefined;
   if (url === undefined || name !== undefined) {
     const monitoring = openLab(name).state.controller?.monitoring;
