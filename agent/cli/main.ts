@@ -37,12 +37,9 @@ async function main(argv: string[]): Promise<number> {
     case 'demo':
       return (await import('./demo.js')).demoCommand(rest);
     case 'version':
-    case '--version': {
-      const { readFileSync } = await import('node:fs');
-      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-      process.stdout.write(`weft ${pkg.version}\n`);
+    case '--version':
+      process.stdout.write(`weft ${(await import('../system/version.js')).weftVersion()}\n`);
       return 0;
-    }
     case undefined:
     case 'help':
     case '--help':

@@ -4,6 +4,9 @@
 import { parseArgs } from 'node:util';
 import { get } from 'node:http';
 import type { ControllerStatus } from '../controller/monitoring.js';
+import type { CertSnapshot } from '../identity/manager.js';
+import { agentAdminGet } from '../node/admin-client.js';
+import { formatDuration } from '../registry/duration.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { labStatus, openLab, type LabStatus } from '../lab/index.js';
 
@@ -34,7 +37,36 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
 }
 
-export function formatMeshStatus(url: string, s: ControllerStatus, lab?: LabStatus): string {
+/** One workload certificate as a node agent reports it (`/certs`). */
+export interface NodeCertificate extends CertSnapshot {
+  node: string;
+}
+
+/** Every agent's certificates, read from its loopback admin API inside the node's netns (labs). */
+async function labCertificates(labName: string | undefined): Promise<NodeCertificate[]> {
+  const lab = openLab(labName);
+  const all = await Promise.all(
+    lab.nodes.map(async (n) => {
+      try {
+        return (await agentAdminGet<CertSnapshot[]>(n.netnsPath, '/certs')).map((c) => ({ ...c, node: n.name }));
+      } catch {
+        return [];
+      }
+    }),
+  );
+  return all.flat();
+}
+
+function formatCertificates(certs: NodeCertificate[]): string {
+  if (certs.length === 0) return 'no workload certificates\n';
+  const rows = [['CERTIFICATE', 'NODE', 'STATE', 'EXPIRES', 'IN']];
+  for (const c of certs.sort((a, b) => a.identity.localeCompare(b.identity))) {
+    rows.push([c.identity, c.node, c.state, c.notAfter ? String(c.notAfter) : '-', c.secondsToExpiry !== undefined ? formatDuration(Math.max(0, Math.floor(c.secondsToExpiry))) : '-']);
+  }
+  return table(rows);
+}
+
+export function formatMeshStatus(url: string, s: ControllerStatus, lab?: LabStatus, certs?: NodeCertificate[]): string {
   const kinds = Object.entries(s.registry.byKind)
     .map(([k, n]) => `${n} ${k}`)
     .join(', ');
@@ -56,6 +88,8 @@ export function formatMeshStatus(url: string, s: ControllerStatus, lab?: LabStat
     t += '\n';
     t += enrolled.length ? table([['ENROLLED POD', 'NODE', 'IP', 'PHASE'], ...enrolled.map((p) => [`${p.namespace}/${p.name}`, p.node, p.ip, p.phase])]) : 'no enrolled pods\n';
   }
+
+  if (certs) t += '\n' + formatCertificates(certs);
 
   t += '\n';
   if (s.configProblems.length === 0) t += 'configuration: no rejected documents\n';
@@ -93,6 +127,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
   }
   const base = url.replace(/\/+$/, '');
   const s = await fetchJson<ControllerStatus>(`${base}/debug/status`);
-  process.stdout.write(json ? JSON.stringify({ controller: s, lab }, null, 2) + '\n' : formatMeshStatus(base, s, lab));
+  const certs = lab ? await labCertificates(name) : undefined;
+  process.stdout.write(json ? JSON.stringify({ controller: s, lab, certificates: certs }, null, 2) + '\n' : formatMeshStatus(base, s, lab, certs));
   return 0;
 }
