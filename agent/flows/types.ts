@@ -54,6 +54,30 @@ export interface TCPFlags {
 export interface Layer4 {
   TCP?: { source_port: number; destination_port: number; flags?: TCPFlags };
   UDP?: { source_port: number; destination_port: number };
+  ICMPv4?: { type: number; code: number };
+  ICMPv6?: { type: number; code: number };
+  SCTP?: { source_port: number; destination_port: number };
+  /** Which of the above is set (proto-loader's `oneofs: true` virtual field). */
+  protocol?: 'TCP' | 'UDP' | 'ICMPv4' | 'ICMPv6' | 'SCTP' | 'VRRP' | 'IGMP';
+}
+
+export interface Ethernet {
+  source: string;
+  destination: string;
+}
+
+export interface NetworkInterface {
+  index: number;
+  name: string;
+}
+
+/** A network policy that allowed or denied a flow. */
+export interface Policy {
+  name: string;
+  namespace: string;
+  labels?: string[];
+  revision?: string | number;
+  kind?: string;
 }
 
 export interface HTTP {
@@ -68,6 +92,9 @@ export interface Layer7 {
   type: 'UNKNOWN_L7_TYPE' | 'REQUEST' | 'RESPONSE' | 'SAMPLE';
   latency_ns: string | number;
   http?: HTTP;
+  /** Which of http / dns / kafka is set (proto-loader's `oneofs: true` virtual field). */
+  record?: 'dns' | 'http' | 'kafka';
+  dns?: { query: string; ips?: string[]; ttl?: number; cnames?: string[]; rcode?: number; qtypes?: string[]; rrtypes?: string[] };
 }
 
 export interface Service {
@@ -100,6 +127,19 @@ export interface Flow {
   destination_service?: Service;
   traffic_direction: TrafficDirection;
   is_reply?: { value: boolean };
+  /** Deprecated in Hubble in favour of is_reply; still read by old clients and filters. */
+  reply?: boolean;
+  ethernet?: Ethernet;
+  policy_match_type?: number;
+  interface?: NetworkInterface;
+  proxy_port?: number;
+  trace_context?: { parent?: { trace_id: string } };
+  node_labels?: string[];
+  egress_allowed_by?: Policy[];
+  ingress_allowed_by?: Policy[];
+  egress_denied_by?: Policy[];
+  ingress_denied_by?: Policy[];
+  policy_log?: string[];
   socket_cookie?: string | number;
   cgroup_id?: string | number;
   /** Hubble's `extensions` (google.protobuf.Any, field 150000): weft puts a ConnectionInfo here. */
@@ -132,12 +172,144 @@ export interface LostEvent {
   source: LostEventSource;
   num_events_lost: string | number;
   cpu?: { value: number };
+  first?: Timestamp;
+  last?: Timestamp;
 }
 
 export interface GetFlowsResponse {
   flow?: Flow;
-  node_status?: unknown;
+  node_status?: NodeStatusEvent;
+  /** Which of flow / node_status / lost_events is set (proto-loader's `oneofs: true` virtual field). */
+  response_types?: 'flow' | 'node_status' | 'lost_events';
   lost_events?: LostEvent;
   node_name: string;
   time: Timestamp;
 }
+
+export type NodeState = 'UNKNOWN_NODE_STATE' | 'NODE_CONNECTED' | 'NODE_UNAVAILABLE' | 'NODE_GONE' | 'NODE_ERROR';
+
+export interface NodeStatusEvent {
+  state_change: NodeState;
+  node_names: string[];
+  message?: string;
+}
+
+export interface EventTypeFilter {
+  type: number;
+  match_sub_type?: boolean;
+  sub_type?: number;
+}
+
+/** One filter of GetFlowsRequest: every field set must match, values inside a field are alternatives. */
+export interface FlowFilter {
+  uuid?: string[];
+  source_ip?: string[];
+  source_pod?: string[];
+  source_fqdn?: string[];
+  source_label?: string[];
+  source_service?: string[];
+  source_workload?: Workload[];
+  destination_ip?: string[];
+  destination_pod?: string[];
+  destination_fqdn?: string[];
+  destination_label?: string[];
+  destination_service?: string[];
+  destination_workload?: Workload[];
+  traffic_direction?: TrafficDirection[];
+  verdict?: Verdict[];
+  event_type?: EventTypeFilter[];
+  http_status_code?: string[];
+  protocol?: string[];
+  source_port?: string[];
+  destination_port?: string[];
+  reply?: boolean[];
+  dns_query?: string[];
+  source_identity?: number[];
+  destination_identity?: number[];
+  http_method?: string[];
+  http_path?: string[];
+  tcp_flags?: TCPFlags[];
+  node_name?: string[];
+  ip_version?: IPVersion[];
+  trace_id?: string[];
+}
+
+export interface GetFlowsRequest {
+  /** uint64: decimal string as decoded (longs: String), a number when built in code. */
+  number?: string | number;
+  first?: boolean;
+  follow?: boolean;
+  blacklist?: FlowFilter[];
+  whitelist?: FlowFilter[];
+  since?: Timestamp;
+  until?: Timestamp;
+}
+
+export interface ServerStatusResponse {
+  num_flows: string | number;
+  max_flows: string | number;
+  seen_flows: string | number;
+  uptime_ns: string | number;
+  num_connected_nodes?: { value: number };
+  num_unavailable_nodes?: { value: number };
+  unavailable_nodes?: string[];
+  version?: string;
+  flows_rate?: number;
+}
+
+export interface Node {
+  name: string;
+  version?: string;
+  address?: string;
+  state?: NodeState;
+  tls?: { enabled?: boolean; server_name?: string };
+  uptime_ns?: string | number;
+  num_flows?: string | number;
+  max_flows?: string | number;
+  seen_flows?: string | number;
+}
+
+export interface GetNodesResponse {
+  nodes: Node[];
+}
+
+export interface GetNamespacesResponse {
+  namespaces: Array<{ cluster?: string; namespace: string }>;
+}
+
+/** GetAgentEvents and GetDebugEvents take the same request shape. */
+export interface GetEventsRequest {
+  number?: string | number;
+  first?: boolean;
+  follow?: boolean;
+  since?: Timestamp;
+  until?: Timestamp;
+}
+
+export interface AgentEvent {
+  type: string;
+  agent_start?: { time: Timestamp };
+  unknown?: { type: string; notification: string };
+}
+
+export interface GetAgentEventsResponse {
+  agent_event?: AgentEvent;
+  node_name: string;
+  time: Timestamp;
+}
+
+export interface DebugEvent {
+  type: string;
+  source?: Endpoint;
+  message?: string;
+  cpu?: { value: number };
+}
+
+export interface GetDebugEventsResponse {
+  debug_event?: DebugEvent;
+  node_name: string;
+  time: Timestamp;
+}
+
+/** Empty request messages (ServerStatusRequest, GetNodesRequest, GetNamespacesRequest). */
+export type EmptyRequest = Record<string, never>;
