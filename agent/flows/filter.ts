@@ -1,0 +1,496 @@
+// Hubble's flow filters (FlowFilter of GetFlowsRequest) compiled to a predicate, with Hubble's
+// semantics: inside one FlowFilter every field that is set must match (AND) and the values inside a
+// field are alternatives (OR); a list of filters matches when any filter does. A flow passes when the
+// whitelist is empty or matches, and the blacklist does not match. Malformed values (an address, a
+// port, a status code, a regular expression, a label selector) are refused when compiling, as
+// Hubble refuses them, never silently ignored.
+import { isIP } from 'node:net';
+import { ErrorCodes, WeftError } from '../errors.js';
+import type { Endpoint, EventTypeFilter, Flow, FlowFilter, Service, TCPFlags, Workload } from './types.js';
+
+export type { FlowFilter } from './types.js';
+
+export type FlowPredicate = (flow: Flow) => boolean;
+
+/** A filter value Hubble would reject (gRPC INVALID_ARGUMENT). */
+export class InvalidFilterError extends WeftError {
+  constructor(message: string) {
+    super(ErrorCodes.USAGE, `invalid flow filter: ${message}`);
+    this.name = 'InvalidFilterError';
+  }
+}
+
+/** The cluster name Hubble assumes for node names written without one. */
+export const DEFAULT_CLUSTER_NAME = 'default';
+
+export function compileFilters(whitelist: FlowFilter[] | undefined, blacklist: FlowFilter[] | undefined): FlowPredicate {
+  const allow = (whitelist ?? []).map(compileFilter);
+  const deny = (blacklist ?? []).map(compileFilter);
+  return (flow) => (allow.length === 0 || allow.some((f) => f(flow))) && !deny.some((f) => f(flow));
+}
+
+/** One FlowFilter: the conjunction of its set fields. A filter with no field set matches every flow. */
+export function compileFilter(filter: FlowFilter): FlowPredicate {
+  const parts: FlowPredicate[] = [];
+  const add = <T>(values: T[] | undefined, build: (values: T[]) => FlowPredicate): void => {
+    if (values && values.length > 0) parts.push(build(values));
+  };
+
+  add(filter.uuid, (ids) => (f) => ids.includes(f.uuid));
+  add(filter.event_type, (types) => (f) => matchEventType(types, f));
+  add(filter.verdict, (vs) => (f) => vs.includes(f.verdict ?? 'VERDICT_UNKNOWN'));
+  add(filter.reply, (rs) => (f) => matchReply(rs, f));
+  add(filter.source_identity, (ids) => (f) => f.source !== undefined && ids.includes(f.source.identity ?? 0));
+  add(filter.destination_identity, (ids) => (f) => f.destination !== undefined && ids.includes(f.destination.identity ?? 0));
+  add(filter.protocol, (ps) => protocolFilter(ps));
+  add(filter.source_ip, (ips) => ipFilter(ips, (f) => f.IP?.source));
+  add(filter.destination_ip, (ips) => ipFilter(ips, (f) => f.IP?.destination));
+  add(filter.source_pod, (names) => namespacedNameFilter(names, (f) => endpointName(f.source)));
+  add(filter.destination_pod, (names) => namespacedNameFilter(names, (f) => endpointName(f.destination)));
+  add(filter.source_workload, (ws) => (f) => matchWorkload(ws, f.source));
+  add(filter.destination_workload, (ws) => (f) => matchWorkload(ws, f.destination));
+  add(filter.source_service, (names) => namespacedNameFilter(names, (f) => serviceName(f.source_service)));
+  add(filter.destination_service, (names) => namespacedNameFilter(names, (f) => serviceName(f.destination_service)));
+  add(filter.source_fqdn, (ps) => fqdnFilter(ps, (f) => f.source_names));
+  add(filter.destination_fqdn, (ps) => fqdnFilter(ps, (f) => f.destination_names));
+  add(filter.dns_query, (ps) => regexFilter(ps, 'DNS query', (f) => f.l7?.dns?.query));
+  add(filter.source_label, (ss) => labelFilter(ss, (f) => f.source?.labels));
+  add(filter.destination_label, (ss) => labelFilter(ss, (f) => f.destination?.labels));
+  add(filter.source_port, (ps) => portFilter(ps, 'source_port'));
+  add(filter.destination_port, (ps) => portFilter(ps, 'destination_port'));
+  add(filter.http_status_code, (cs) => statusCodeFilter(cs));
+  add(filter.http_method, (ms) => (f) => {
+    const method = f.l7?.http?.method;
+    return !!method && ms.some((m) => m.toLowerCase() === method.toLowerCase());
+  });
+  add(filter.http_path, (ps) => regexFilter(ps, 'HTTP path', (f) => httpPath(f.l7?.http?.url)));
+  add(filter.tcp_flags, (fs) => (f) => matchTcpFlags(fs, f.l4?.TCP?.flags));
+  add(filter.node_name, (ps) => nodeNameFilter(ps));
+  add(filter.ip_version, (vs) => (f) => vs.includes(f.IP?.ipVersion ?? 'IP_NOT_USED'));
+  add(filter.trace_id, (ids) => (f) => {
+    const id = f.trace_context?.parent?.trace_id;
+    return !!id && ids.includes(id);
+  });
+  add(filter.traffic_direction, (ds) => (f) => ds.includes(f.traffic_direction ?? 'TRAFFIC_DIRECTION_UNKNOWN'));
+
+  return (flow) => parts.every((p) => p(flow));
+}
+
+// ---- Event type, reply ----
+
+function matchEventType(types: EventTypeFilter[], flow: Flow): boolean {
+  const event = flow.event_type;
+  if (!event) return false;
+  return types.some((t) => {
+    if ((t.type ?? 0) !== 0 && t.type !== (event.type ?? 0)) return false;
+    if (t.match_sub_type && (t.sub_type ?? 0) !== (event.sub_type ?? 0)) return false;
+    return true;
+  });
+}
+
+/** is_reply against the wanted values; a flow whose direction is unknown only matches `false` when dropped, as in Hubble. */
+function matchReply(wanted: boolean[], flow: Flow): boolean {
+  if (flow.is_reply === undefined && flow.verdict !== 'DROPPED') return false;
+  return wanted.includes(flow.is_reply?.value ?? false);
+}
+
+// ---- Protocol, ports, TCP flags ----
+
+const L4_PROTOCOLS = ['icmp', 'icmpv4', 'icmpv6', 'tcp', 'udp', 'sctp', 'vrrp', 'igmp'];
+const L7_PROTOCOLS = ['dns', 'http', 'kafka'];
+
+function protocolFilter(protocols: string[]): FlowPredicate {
+  const wanted = protocols.map((p) => p.toLowerCase());
+  for (const [i, p] of wanted.entries()) {
+    if (!L4_PROTOCOLS.includes(p) && !L7_PROTOCOLS.includes(p)) throw new InvalidFilterError(`unknown protocol ${JSON.stringify(protocols[i])}`);
+  }
+  return (flow) => {
+    const l4 = flow.l4 as Record<string, unknown> | undefined;
+    const l7 = flow.l7 as Record<string, unknown> | undefined;
+    const has = (o: Record<string, unknown> | undefined, key: string): boolean => o !== undefined && o[key] != null;
+    return wanted.some((p) => {
+      switch (p) {
+        case 'icmp':
+          return has(l4, 'ICMPv4') || has(l4, 'ICMPv6');
+        case 'icmpv4':
+          return has(l4, 'ICMPv4');
+        case 'icmpv6':
+          return has(l4, 'ICMPv6');
+        case 'dns':
+        case 'http':
+        case 'kafka':
+          return has(l7, p);
+        default:
+          return has(l4, p.toUpperCase());
+      }
+    });
+  };
+}
+
+function portFilter(ports: string[], side: 'source_port' | 'destination_port'): FlowPredicate {
+  const wanted = ports.map((p) => {
+    const n = /^\d+$/.test(p) ? Number(p) : NaN;
+    if (!Number.isInteger(n) || n > 65535) throw new InvalidFilterError(`invalid port ${JSON.stringify(p)}`);
+    return n;
+  });
+  return (flow) => {
+    const l4 = flow.l4;
+    const carrier = l4?.TCP ?? l4?.UDP ?? l4?.SCTP;
+    return carrier !== undefined && wanted.includes(carrier[side] ?? 0);
+  };
+}
+
+const TCP_FLAG_NAMES = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR', 'NS'] as const;
+
+/** Each wanted set matches when the flow has all of its flags (others may be set too). */
+function matchTcpFlags(wanted: TCPFlags[], flags: TCPFlags | undefined): boolean {
+  if (!flags) return false;
+  return wanted.some((w) => TCP_FLAG_NAMES.every((name) => !w[name] || flags[name] === true));
+}
+
+// ---- Addresses ----
+
+interface Cidr {
+  family: 4 | 6;
+  bits: bigint;
+  prefix: number;
+}
+
+function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | undefined {
+  const family = isIP(ip);
+  if (family === 4) return { family, value: ip.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n) };
+  if (family !== 6) return undefined;
+  let text = ip.toLowerCase();
+  const zone = text.indexOf('%');
+  if (zone >= 0) text = text.slice(0, zone);
+  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hextets.
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const n = ipToBigInt(v4[1]!)!.value;
+    text = `${text.slice(0, -v4[1]!.length)}${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const headParts = head ? head.split(':') : [];
+  const tailParts = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const missing = 8 - headParts.length - tailParts.length;
+  const parts = [...headParts, ...new Array<string>(tail === undefined ? 0 : missing).fill('0'), ...tailParts];
+  return { family, value: parts.reduce((acc, h) => (acc << 16n) | BigInt(parseInt(h, 16)), 0n) };
+}
+
+function parseCidr(text: string): Cidr | undefined {
+  const [addr, len] = text.split('/') as [string, string];
+  const ip = ipToBigInt(addr);
+  if (!ip || !/^\d+$/.test(len)) return undefined;
+  const prefix = Number(len);
+  const width = ip.family === 4 ? 32 : 128;
+  if (prefix > width) return undefined;
+  return { family: ip.family, bits: ip.value >> BigInt(width - prefix), prefix };
+}
+
+function inCidr(cidr: Cidr, ip: { family: 4 | 6; value: bigint }): boolean {
+  if (cidr.family !== ip.family) return false;
+  const width = ip.family === 4 ? 32 : 128;
+  return ip.value >> BigInt(width - cidr.prefix) === cidr.bits;
+}
+
+/** Exact addresses (as written in the flow) or CIDR prefixes. */
+function ipFilter(values: string[], get: (f: Flow) => string | undefined): FlowPredicate {
+  const exact: string[] = [];
+  const cidrs: Cidr[] = [];
+  for (const v of values) {
+    if (v.includes('/')) {
+      const c = parseCidr(v);
+      if (!c) throw new InvalidFilterError(`invalid IP prefix ${JSON.stringify(v)}`);
+      cidrs.push(c);
+    } else {
+      if (isIP(v) === 0) throw new InvalidFilterError(`invalid IP address ${JSON.stringify(v)}`);
+      exact.push(v);
+    }
+  }
+  return (flow) => {
+    const ip = get(flow);
+    if (!ip) return false;
+    if (exact.includes(ip)) return true;
+    if (cidrs.length === 0) return false;
+    const parsed = ipToBigInt(ip);
+    return parsed !== undefined && cidrs.some((c) => inCidr(c, parsed));
+  };
+}
+
+// ---- Pods, services, workloads ----
+
+/** `ns/prefix`, `ns/` (whole namespace), or a bare `prefix` meaning the default namespace (Hubble's rule). */
+export function parseNamespacedName(text: string): { namespace: string; prefix: string } {
+  const parts = text.split('/');
+  if (parts.length > 1) return { namespace: parts[0]!, prefix: parts[1]! };
+  if (parts[0] === '') return { namespace: '', prefix: '' };
+  return { namespace: 'default', prefix: parts[0]! };
+}
+
+function endpointName(ep: Endpoint | undefined): { namespace: string; name: string } {
+  return { namespace: ep?.namespace ?? '', name: ep?.pod_name ?? '' };
+}
+
+function serviceName(svc: Service | undefined): { namespace: string; name: string } {
+  return { namespace: svc?.namespace ?? '', name: svc?.name ?? '' };
+}
+
+function namespacedNameFilter(values: string[], get: (f: Flow) => { namespace: string; name: string }): FlowPredicate {
+  const wanted = values.map((v) => {
+    if (v === '') throw new InvalidFilterError('name must not be empty');
+    return parseNamespacedName(v);
+  });
+  return (flow) => {
+    const { namespace, name } = get(flow);
+    if (namespace === '' && name === '') return false;
+    return wanted.some((w) => (w.prefix === '' || name.startsWith(w.prefix)) && (w.namespace === '' || w.namespace === namespace));
+  };
+}
+
+/** A wanted workload matches on name and kind, an empty one matching anything. */
+function matchWorkload(wanted: Workload[], ep: Endpoint | undefined): boolean {
+  return (ep?.workloads ?? []).some((w) => wanted.some((f) => (!f.name || f.name === w.name) && (!f.kind || f.kind === w.kind)));
+}
+
+// ---- Names: FQDN and node patterns ----
+
+const FQDN_CHARS = '(?:[-0-9_a-z]+(?:\\.[-0-9_a-z]+)*)';
+
+/** Hubble's FQDN glob: case-insensitive pattern, one trailing dot ignored, `*` = any run of [-.0-9a-z]. */
+function fqdnPatternSource(pattern: string): string {
+  const p = pattern.trim().replace(/\.$/, '').toLowerCase();
+  if (p === '') throw new InvalidFilterError('empty pattern');
+  if (p.endsWith('.')) throw new InvalidFilterError(`multiple trailing dots in pattern ${JSON.stringify(pattern)}`);
+  let out = '';
+  for (const ch of p) {
+    if (ch === '.') out += '\\.';
+    else if (ch === '*') out += '[-.0-9a-z]*';
+    else if (/[-0-9_a-z]/.test(ch)) out += ch;
+    else throw new InvalidFilterError(`invalid character ${JSON.stringify(ch)} in pattern ${JSON.stringify(pattern)}`);
+  }
+  return out;
+}
+
+function fqdnFilter(patterns: string[], get: (f: Flow) => string[] | undefined): FlowPredicate {
+  const re = new RegExp(`^(?:${patterns.map(fqdnPatternSource).join('|')})$`);
+  return (flow) => (get(flow) ?? []).some((name) => re.test(name));
+}
+
+/** `node`, `cluster/node`, `cluster/` with `*` globs; node names without a cluster are in the default cluster. */
+function nodeNameFilter(patterns: string[]): FlowPredicate {
+  const sources = patterns.map((pattern) => {
+    if (pattern === '') throw new InvalidFilterError('empty node name pattern');
+    const parts = pattern.split('/');
+    if (parts.length > 2) throw new InvalidFilterError(`too many slashes in node name pattern ${JSON.stringify(pattern)}`);
+    const [cluster, node] = parts.length === 2 ? [parts[0]!, parts[1]!] : ['', parts[0]!];
+    return `${cluster === '' ? FQDN_CHARS : fqdnPatternSource(cluster)}/${node === '' ? FQDN_CHARS : fqdnPatternSource(node)}`;
+  });
+  const re = new RegExp(`^(?:${sources.join('|')})$`);
+  return (flow) => {
+    const name = flow.node_name ?? '';
+    if (name === '') return false;
+    return re.test(name.includes('/') ? name : `${DEFAULT_CLUSTER_NAME}/${name}`);
+  };
+}
+
+// ---- HTTP ----
+
+function statusCodeFilter(codes: string[]): FlowPredicate {
+  const full: string[] = [];
+  const prefixes: string[] = [];
+  for (const c of codes) {
+    if (/^[1-5][0-9]{2}$/.test(c)) full.push(c);
+    else if (/^[1-5][0-9]?\+$/.test(c)) prefixes.push(c.slice(0, -1));
+    else throw new InvalidFilterError(`invalid status code prefix ${JSON.stringify(c)}`);
+  }
+  return (flow) => {
+    const code = flow.l7?.http?.code ?? 0;
+    if (code === 0) return false;
+    const text = String(code).padStart(3, '0');
+    return full.includes(text) || prefixes.some((p) => text.startsWith(p));
+  };
+}
+
+/** The path of a request URL (absolute or origin-form), or undefined when it is not one. */
+function httpPath(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  if (url.startsWith('/')) return url.split(/[?#]/, 1)[0];
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return undefined;
+  }
+}
+
+function regexFilter(patterns: string[], what: string, get: (f: Flow) => string | undefined): FlowPredicate {
+  const res = patterns.map((p) => {
+    try {
+      return new RegExp(p);
+    } catch (err) {
+      throw new InvalidFilterError(`${what} ${JSON.stringify(p)}: ${(err as Error).message}`);
+    }
+  });
+  return (flow) => {
+    const value = get(flow);
+    return value !== undefined && value !== '' && res.some((re) => re.test(value));
+  };
+}
+
+// ---- Label selectors ----
+
+interface Label {
+  source: string;
+  key: string;
+  value: string;
+}
+
+/** `source:key=value` as in Cilium's label arrays; without a source the label is `unspec`. */
+function parseLabel(text: string): Label {
+  const eq = text.indexOf('=');
+  const colon = text.indexOf(':');
+  let source = 'unspec';
+  let rest = text;
+  if (colon >= 0 && (eq < 0 || colon < eq)) {
+    source = text.slice(0, colon);
+    rest = text.slice(colon + 1);
+  }
+  const e = rest.indexOf('=');
+  return e < 0 ? { source, key: rest, value: '' } : { source, key: rest.slice(0, e), value: rest.slice(e + 1) };
+}
+
+type Operator = 'exists' | 'notexists' | '=' | '!=' | 'in' | 'notin' | '>' | '<';
+
+interface Requirement {
+  /** Required label source, or undefined for any source (a key written without `source:`). */
+  source: string | undefined;
+  key: string;
+  op: Operator;
+  values: string[];
+}
+
+/** Tokens of a Kubernetes label selector. */
+function tokenize(selector: string): string[] {
+  const tokens: string[] = [];
+  let i = 0;
+  while (i < selector.length) {
+    const ch = selector[i]!;
+    if (/\s/.test(ch)) {
+      i++;
+    } else if (selector.startsWith('==', i) || selector.startsWith('!=', i)) {
+      tokens.push(selector.slice(i, i + 2));
+      i += 2;
+    } else if ('!=,()<>'.includes(ch)) {
+      tokens.push(ch);
+      i++;
+    } else {
+      let j = i;
+      while (j < selector.length && !/[\s!=,()<>]/.test(selector[j]!)) j++;
+      tokens.push(selector.slice(i, j));
+      i = j;
+    }
+  }
+  return tokens;
+}
+
+const SPECIAL_TOKENS = new Set(['!', '=', '==', '!=', ',', '(', ')', '<', '>']);
+
+function splitKey(key: string): { source: string | undefined; key: string } {
+  const colon = key.indexOf(':');
+  if (colon < 0) return { source: undefined, key };
+  const source = key.slice(0, colon);
+  return { source: source === 'any' ? undefined : source, key: key.slice(colon + 1) };
+}
+
+/** Parses a Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, `k>n`, `k<n`; `,` = AND). */
+export function parseLabelSelector(selector: string): Requirement[] {
+  const tokens = tokenize(selector);
+  const fail = (why: string): never => {
+    throw new InvalidFilterError(`label selector ${JSON.stringify(selector)}: ${why}`);
+  };
+  const reqs: Requirement[] = [];
+  let i = 0;
+  const identifier = (what: string): string => {
+    const t = tokens[i];
+    if (t === undefined || SPECIAL_TOKENS.has(t)) return fail(`expected ${what}${t ? `, found ${JSON.stringify(t)}` : ''}`);
+    i++;
+    return t;
+  };
+  while (i < tokens.length) {
+    let req: Requirement;
+    if (tokens[i] === '!') {
+      i++;
+      req = { ...splitKey(identifier('a key')), op: 'notexists', values: [] };
+    } else {
+      const key = splitKey(identifier('a key'));
+      const op = tokens[i];
+      if (op === undefined || op === ',') {
+        req = { ...key, op: 'exists', values: [] };
+      } else if (op === '=' || op === '==' || op === '!=') {
+        i++;
+        const next = tokens[i];
+        const value = next === undefined || SPECIAL_TOKENS.has(next) ? '' : identifier('a value');
+        req = { ...key, op: op === '!=' ? '!=' : '=', values: [value] };
+      } else if (op === '<' || op === '>') {
+        i++;
+        const value = identifier('a number');
+        if (!/^-?\d+$/.test(value)) fail(`${JSON.stringify(value)} is not an integer`);
+        req = { ...key, op, values: [value] };
+      } else if (op === 'in' || op === 'notin') {
+        i++;
+        if (tokens[i++] !== '(') fail(`expected ( after ${op}`);
+        const values: string[] = [];
+        while (tokens[i] !== ')') {
+          if (tokens[i] === undefined) fail('missing )');
+          if (tokens[i] === ',') {
+            i++;
+            continue;
+          }
+          values.push(identifier('a value'));
+        }
+        i++;
+        req = { ...key, op, values };
+      } else {
+        return fail(`unexpected ${JSON.stringify(op)}`);
+      }
+    }
+    if (req.key === '') fail('empty key');
+    reqs.push(req);
+    if (i < tokens.length) {
+      if (tokens[i] !== ',') fail(`expected , found ${JSON.stringify(tokens[i])}`);
+      i++;
+      if (i >= tokens.length) fail('trailing ,');
+    }
+  }
+  return reqs;
+}
+
+function matchRequirement(req: Requirement, labels: Label[]): boolean {
+  const found = labels.find((l) => l.key === req.key && (req.source === undefined || l.source === req.source));
+  switch (req.op) {
+    case 'exists':
+      return found !== undefined;
+    case 'notexists':
+      return found === undefined;
+    case '=':
+    case 'in':
+      return found !== undefined && req.values.includes(found.value);
+    case '!=':
+    case 'notin':
+      return found === undefined || !req.values.includes(found.value);
+    case '>':
+    case '<': {
+      if (found === undefined || !/^-?\d+$/.test(found.value)) return false;
+      const have = Number(found.value);
+      const want = Number(req.values[0]);
+      return req.op === '>' ? have > want : have < want;
+    }
+  }
+}
+
+function labelFilter(selectors: string[], get: (f: Flow) => string[] | undefined): FlowPredicate {
+  const parsed = selectors.map(parseLabelSelector);
+  return (flow) => {
+    const labels = (get(flow) ?? []).map(parseLabel);
+    return parsed.some((reqs) => reqs.every((r) => matchRequirement(r, labels)));
+  };
+}
