@@ -74,7 +74,10 @@ export function formatStatus(s: LabStatus): string {
   t +=
     c.state === 'disabled'
       ? 'controller: none (lab started with --no-agents)\n\n'
-      : `controller: ${c.state}${c.pid ? ` (pid ${c.pid})` : ''}, gRPC ${c.listen}, monitoring http://${c.monitoring}, trust domain ${c.trustDomain}, workload certificates ${c.workloadCertTTL}\n\n`;
+      : `controller: ${c.state}${c.pid ? ` (pid ${c.pid})` : ''}, gRPC ${c.listen}, monitoring http://${c.monitoring}, trust domain ${c.trustDomain}, workload certificates ${c.workloadCertTTL}\n`;
+  const r = s.relay;
+  if (r.state !== 'disabled') t += `relay: ${r.state}${r.pid ? ` (pid ${r.pid})` : ''}, Observer API ${r.listen} (weft observe)\n`;
+  if (c.state !== 'disabled') t += '\n';
   t += table([['NODE', 'IP', 'POD CIDR', 'AGENT', 'PID'], ...s.nodes.map((n) => [n.name, n.ip, n.podCIDR, n.agent, n.agentPid ? String(n.agentPid) : '-'])]);
   t += '\n';
   t += table([

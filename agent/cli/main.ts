@@ -12,6 +12,8 @@ commands:
   controller [node-credentials]                      run the control plane, or write a node's credential (weft controller --help)
   apply|delete -f FILE... [--name LAB]               add or remove policies (AuthorizationPolicy, PeerAuthentication) in a lab
   status [--name LAB] [--controller-monitoring URL]  nodes, agents, enrolled pods and configuration errors, from the controller
+  observe [flags]                                    flows of the whole cluster (or a node), hubble observe's flags (weft observe --help)
+  relay [--listen HOST:PORT] ...                     the cluster-wide Observer API over every node's (weft relay --help)
   demo                                               bring up the example lab, show capture at work, tear down
   uninstall [--bpffs DIR]                            detach and remove every program, map and pin of an agent
   version                                            print the version
@@ -36,6 +38,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./agent.js')).uninstallCommand(rest);
     case 'demo':
       return (await import('./demo.js')).demoCommand(rest);
+    case 'observe':
+      return (await import('./observe.js')).observeCommand(rest);
+    case 'relay':
+      return (await import('../relay/command.js')).relayCommand(rest);
     case 'version':
     case '--version':
       process.stdout.write(`weft ${(await import('../system/version.js')).weftVersion()}\n`);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { ErrorCodes, WeftError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+import type { NodeResource } from '../registry/types.js';
 import { CertificateAuthority } from './ca.js';
 import { ControllerMetrics } from './metrics.js';
 import { MonitoringServer, type ControllerStatus } from './monitoring.js';
@@ -116,6 +117,10 @@ export class Controller {
       listen: this.info.listen,
       registry: { version: this.registry.version, objects: resources.length, byKind },
       connectedAgents: this.server.connectedAgents(),
+      nodes: resources
+        .filter((r): r is NodeResource => r.kind === 'Node')
+        .map((n) => ({ name: n.metadata.name, internalIP: n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address }))
+        .sort((a, b) => a.name.localeCompare(b.name)),
       configProblems: this.registry.problems().map((p) => ({ ...p, message: formatProblem(p) })),
       ca: { rootSubject: root.subject.replace(/\n/g, ', '), rootNotAfter: new Date(root.validTo).toISOString(), maxCertTtlSeconds: this.info.maxCertTtlSeconds },
       certificates: { issued: await sumOf(this.metrics.certificatesIssued), denied: await sumOf(this.metrics.certificatesDenied) },

@@ -14,6 +14,8 @@ export interface ControllerStatus {
   listen: string;
   registry: { version: number; objects: number; byKind: Record<string, number> };
   connectedAgents: Array<{ node: string; peer: string; since: string; version: number; objects: number }>;
+  /** Every Node of the registry and its InternalIP (where its agent serves, e.g. the Observer API on 4244). */
+  nodes: Array<{ name: string; internalIP?: string }>;
   /** Every document currently rejected: `file:line: field: reason` and its parts. */
   configProblems: Array<{ file: string; line: number; field: string; reason: string; message: string }>;
   ca: { rootSubject: string; rootNotAfter: string; maxCertTtlSeconds: number };

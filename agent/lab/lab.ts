@@ -45,8 +45,10 @@ import {
   resolvConf,
   writePodDns,
 } from './net.js';
-import { execInPod, httpStatus, startAgentProcess, startContainer, startHostProcess, stopPid, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
-import { journal, podKey, readState, writeState, type ControllerState, type LabState, type NodeState, type PodState } from './state.js';
+import { execInPod, httpStatus, startAgentProcess, startContainer, startHostProcess, stopPid, tail, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
+import { journal, podKey, readState, writeState, type ControllerState, type LabState, type NodeState, type PodState, type RelayState } from './state.js';
+import { ObserverClient } from '../relay/client.js';
+import { RELAY_PORT } from '../relay/server.js';
 import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
 const log = createLogger('lab');
@@ -94,6 +96,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   lbObjectPath(); // throws now, before anything is created, if the load balancer is not built
   const agents = opts.agents ?? true;
   if (agents && !existsSync(agentEntry())) throw new WeftError(ErrorCodes.LAB, `${agentEntry()} is missing: build with "npx tsc -p ." (or start the lab with --no-agents)`);
+  if (agents) await requirePortFree('127.0.0.1', RELAY_PORT); // the relay's port: fail before creating anything
 
   const nodeNetwork = model.nodeNetwork;
   const now = new Date().toISOString();
@@ -133,6 +136,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
       await startController(state, names, model, readyTimeout(opts));
       await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
       await Promise.all(Object.values(state.nodes).map((n) => waitAgentReady(state, n, readyTimeout(opts))));
+      await startRelay(state, names, readyTimeout(opts));
     }
     state.status = 'up';
     writeState(state);
@@ -684,6 +688,61 @@ export function controllerReadyUrl(c: ControllerState): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// relay
+
+export const RELAY_LISTEN = `127.0.0.1:${RELAY_PORT}`;
+
+/** Fails with a clear message when something already listens where the relay must. */
+function requirePortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'is already in use (another lab, or a hubble relay / port-forward?)' : `cannot be used: ${err.message}`;
+      reject(new WeftError(ErrorCodes.LAB, `${host}:${port} ${why}; the lab's relay serves the Observer API there ("weft observe" reads it): free the port and run "weft lab up" again`));
+    });
+    s.listen(port, host, () => s.close(() => resolve()));
+  });
+}
+
+/** Whether the relay answers ServerStatus. */
+async function relayAnswers(listen: string, timeoutMs: number): Promise<boolean> {
+  const client = new ObserverClient(listen);
+  try {
+    await client.serverStatus(timeoutMs);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * The lab's relay: `weft relay` in the host netns (cgroup `<lab>/relay`), on 127.0.0.1:4245,
+ * discovering the nodes (their Observer on <node IP>:4244) from the controller. Resolves once it
+ * answers ServerStatus.
+ */
+async function startRelay(state: LabState, names: LabNames, timeoutMs: number): Promise<void> {
+  const c = state.controller;
+  if (!c) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${state.name}" has no controller; the relay discovers nodes through it`);
+  await requirePortFree('127.0.0.1', RELAY_PORT);
+  const r: RelayState = { cgroup: join(cgroup2Root(), names.relayCgroupRel), log: names.relayLog, listen: RELAY_LISTEN };
+  state.relay = r;
+  mkCgroup(state, r.cgroup);
+  const argv = [process.execPath, agentEntry(), 'relay', '--listen', r.listen, '--controller-monitoring', `http://${c.monitoring}`, '--refresh', '5'];
+  r.pid = await startHostProcess({ cgroup: r.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: r.log, cwd: REPO_ROOT });
+  writeState(state);
+  log.info({ lab: state.name, pid: r.pid, listen: r.listen, log: r.log }, 'relay started');
+  const deadline = Date.now() + timeoutMs;
+  while (!(await relayAnswers(r.listen, 3000))) {
+    if (!pidAlive(r.pid)) throw new WeftError(ErrorCodes.LAB, `relay (pid ${r.pid}) exited before it was ready; last lines of ${r.log}:\n${tail(r.log)}`);
+    if (Date.now() > deadline) throw new WeftError(ErrorCodes.LAB, `relay did not answer ServerStatus on ${r.listen} within ${timeoutMs} ms; last lines of ${r.log}:\n${tail(r.log)}`);
+    await sleep(200);
+  }
+  log.info({ lab: state.name }, 'relay ready');
+}
+
+// ---------------------------------------------------------------------------------------------
 // agents
 
 /** The agent entry point, `<repo>/dist/agent/cli/main.js`. */
@@ -749,6 +808,7 @@ export interface LabStatus {
   hostIP: string;
   loadBalancer: string;
   controller: { state: 'ready' | 'running' | 'stopped' | 'disabled'; pid?: number; listen?: string; monitoring?: string; trustDomain?: string; workloadCertTTL?: string; log?: string };
+  relay: { state: 'ready' | 'running' | 'stopped' | 'disabled'; pid?: number; listen?: string; log?: string };
   nodes: Array<{ name: string; ip: string; podCIDR: string; netns: string; agentPid?: number; agent: 'ready' | 'running' | 'stopped' | 'disabled'; log: string }>;
   pods: Array<{ namespace: string; name: string; node: string; ip: string; netns: string; cgroup: string; phase: 'Running' | 'Stopped' | 'Partial'; enrolled: boolean; containers: Array<{ name: string; pid?: number; running: boolean; log: string }> }>;
   services: Array<{ namespace: string; name: string; clusterIP: string; ports: string[]; endpoints: string[] }>;
@@ -782,6 +842,13 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
     const alive = c.pid !== undefined && pidAlive(c.pid);
     const ready = alive && (await httpStatus(controllerReadyUrl(c), 500)) === 200;
     controller = { state: ready ? 'ready' : alive ? 'running' : 'stopped', pid: c.pid, listen: c.listen, monitoring: c.monitoring, trustDomain: c.trustDomain, workloadCertTTL: c.workloadCertTTL, log: c.log };
+  }
+  const r = state.relay;
+  let relay: LabStatus['relay'] = { state: 'disabled' };
+  if (r) {
+    const alive = r.pid !== undefined && pidAlive(r.pid);
+    const ready = alive && (await relayAnswers(r.listen, 1000));
+    relay = { state: ready ? 'ready' : alive ? 'running' : 'stopped', pid: r.pid, listen: r.listen, log: r.log };
   }
   const pods = Object.values(state.pods).map((p) => {
     const obj = state.objects.find((o) => o.kind === 'Pod' && o.metadata.namespace === p.namespace && o.metadata.name === p.name) as PodResource | undefined;
@@ -820,6 +887,7 @@ export async function labStatus(opts: { name?: string } = {}): Promise<LabStatus
     hostIP: state.hostIP,
     loadBalancer: state.lb ? state.lb.linkPin : 'not loaded',
     controller,
+    relay,
     nodes,
     pods,
     services,

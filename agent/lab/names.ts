@@ -57,6 +57,9 @@ export interface LabNames {
   /** A node agent's credential toward the controller: node-cert.pem, node-key.pem, root-cert.pem. */
   nodeCredentialsDir(node: string): string;
   controllerCgroupRel: string;
+  /** The relay's log and cgroup (host netns, like the controller). */
+  relayLog: string;
+  relayCgroupRel: string;
   /** cgroup paths relative to the cgroup2 mount. */
   cgroupRel: string;
   nodeCgroupRel(node: string): string;
@@ -93,6 +96,8 @@ export function labNames(lab: string): LabNames {
     controllerLog: join(stateDir, 'logs', 'controller.log'),
     nodeCredentialsDir: (node) => join(stateDir, 'nodes', node),
     controllerCgroupRel: `${cgroupRel}/controller`,
+    relayLog: join(stateDir, 'logs', 'relay.log'),
+    relayCgroupRel: `${cgroupRel}/relay`,
     cgroupRel,
     nodeCgroupRel: (node) => `${cgroupRel}/${node}`,
     agentCgroupRel: (node) => `${cgroupRel}/${node}/agent`,

@@ -68,6 +68,15 @@ export interface ControllerState {
   workloadCertTTL: string;
 }
 
+/** The lab's relay: the cluster-wide Observer API, a process in the host netns, in `<lab cgroup>/relay`. */
+export interface RelayState {
+  pid?: number;
+  cgroup: string;
+  log: string;
+  /** Where it serves (host loopback), e.g. 127.0.0.1:4245. */
+  listen: string;
+}
+
 export interface ServiceState {
   namespace: string;
   name: string;
@@ -91,6 +100,7 @@ export interface LabState {
   fabricNetns: string;
   agents: boolean;
   controller?: ControllerState;
+  relay?: RelayState;
   /** The service load balancer's pins, once it is loaded. */
   lb?: LbPins;
   /** Hex keys currently written to the load balancer map. */
