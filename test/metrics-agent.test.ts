@@ -3,7 +3,8 @@
 // the /metrics endpoint.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentMetrics, ISTIO_TCP_LABELS, workloadOfPod } from '../agent/metrics/agent-metrics.js';
+import { AgentMetrics, ISTIO_TCP_LABELS } from '../agent/metrics/agent-metrics.js';
+import { workloadOfPod } from '../agent/state/cluster-state.js';
 import { MetricsServer } from '../agent/metrics/metrics-server.js';
 import type { ConnectionInfo, Endpoint, Flow } from '../agent/flows/types.js';
 

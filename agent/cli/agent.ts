@@ -6,6 +6,8 @@ import { createLogger } from '../log.js';
 import { NodeAgent } from '../node/agent.js';
 import { ControllerClient } from '../controller/client.js';
 import { ControllerSource, DirSource } from '../node/sources.js';
+import { FlowLog, parseFlowLogFilter } from '../flows/flow-log.js';
+import { weftVersion } from '../system/version.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { readFileSync } from 'node:fs';
 import { cgroup2Root } from '../system/mounts.js';
@@ -26,6 +28,12 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --admin-port N                loopback admin API, default 15000
   --exclude-outbound-ports L    comma-separated ports never captured outbound
   --exclude-inbound-ports L     comma-separated ports never captured inbound
+  --observer-port N             Hubble Observer gRPC, default 4244
+  --metrics-port N              Prometheus /metrics, default 15020
+  --flow-ring-size N            flows kept for the Observer API, default 4095
+  --flow-log FILE               every flow as one Hubble JSON line, rotated by size
+  --flow-log-max-size BYTES     rotate after this many bytes (default 100 MiB)
+  --flow-log-filter JSON        {"whitelist":[FlowFilter...],"blacklist":[...]} for the flow log
   --log-level LEVEL             trace|debug|info|warn|error (default info)`;
 
 function ports(value: string | undefined, flag: string): number[] {
@@ -35,6 +43,12 @@ function ports(value: string | undefined, flag: string): number[] {
     if (!Number.isInteger(n) || n < 1 || n > 65535) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${p}" is not a port`);
     return n;
   });
+}
+
+function positiveInt(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${text}" is not a positive integer`);
+  return n;
 }
 
 function certTtl(text: string): number {
@@ -66,6 +80,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'admin-port': { type: 'string' },
       'exclude-outbound-ports': { type: 'string' },
       'exclude-inbound-ports': { type: 'string' },
+      'observer-port': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'flow-ring-size': { type: 'string', default: '4095' },
+      'flow-log': { type: 'string' },
+      'flow-log-max-size': { type: 'string' },
+      'flow-log-filter': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -105,6 +125,19 @@ export async function agentCommand(argv: string[]): Promise<number> {
     adminPort: port(values['admin-port'], 15000, '--admin-port'),
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
     excludeInboundPorts: ports(values['exclude-inbound-ports'], '--exclude-inbound-ports'),
+    observerPort: port(values['observer-port'], 4244, '--observer-port'),
+    metricsPort: port(values['metrics-port'], 15020, '--metrics-port'),
+    flowRingSize: positiveInt(values['flow-ring-size'], '--flow-ring-size'),
+    ...(values['flow-log']
+      ? {
+          flowLog: new FlowLog({
+            path: values['flow-log'],
+            ...(values['flow-log-max-size'] ? { maxBytes: positiveInt(values['flow-log-max-size'], '--flow-log-max-size') } : {}),
+            ...(values['flow-log-filter'] ? parseFlowLogFilter(values['flow-log-filter']) : {}),
+          }),
+        }
+      : {}),
+    version: `weft/${weftVersion()}`,
     log,
   });
   await new Promise<void>((resolve) => {

@@ -4,11 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { CaptureEvent, SockAddr } from '../datapath/layout.js';
-import type { ClusterState, Workload } from '../state/cluster-state.js';
+import { workloadOfPod, type ClusterState, type Workload } from '../state/cluster-state.js';
 import type { ConnectionInfo, DropReason, Endpoint, Flow, Timestamp, Verdict } from './types.js';
 
 /** Cilium's monitor message types, as Hubble puts them in `event_type.type`. */
-const EventType = { DROP: 1, TRACE: 4, POLICY_VERDICT: 5, SOCK: 13 } as const;
+const EventType = { DROP: 1, TRACE: 4, POLICY_VERDICT: 5, TRACE_SOCK: 7 } as const;
 /** Numeric DropReason values, for `event_type.sub_type` of drops. */
 const DropCode: Record<DropReason, number> = {
   DROP_REASON_UNKNOWN: 0,
@@ -17,7 +17,6 @@ const DropCode: Record<DropReason, number> = {
   AUTH_REQUIRED: 189,
   DROP_HOST_NOT_READY: 202,
   DROP_EP_NOT_READY: 203,
-  NO_SOCKET: 0,
 };
 
 /** A connection as a proxy saw it end (or refused it). */
@@ -45,13 +44,7 @@ function endpointOf(w: Workload | undefined): Endpoint | undefined {
     .map(([k, v]) => `k8s:${k}=${v}`)
     .concat(`k8s:io.kubernetes.pod.namespace=${w.namespace}`, `k8s:io.cilium.k8s.policy.serviceaccount=${w.serviceAccount}`)
     .sort();
-  return { namespace: w.namespace, pod_name: w.name, labels, workloads: [{ name: workloadName(w.name), kind: 'Pod' }] };
-}
-
-/** A pod's workload: the name without a ReplicaSet/Deployment hash suffix, else the pod itself. */
-export function workloadName(pod: string): string {
-  const m = /^(.+?)-[a-z0-9]{8,10}-[a-z0-9]{5}$/.exec(pod) ?? /^(.+?)-[a-z0-9]{5}$/.exec(pod);
-  return m?.[1] ?? pod;
+  return { namespace: w.namespace, pod_name: w.name, labels, workloads: [{ name: workloadOfPod(w.name), kind: 'Pod' }] };
 }
 
 function serviceOf(state: ClusterState, key: string | undefined): Flow['destination_service'] {
@@ -113,7 +106,7 @@ export class FlowBuilder {
     const verdict: Verdict = e.kind === 'STEERED' ? 'REDIRECTED' : e.kind === 'REFUSED' ? 'DROPPED' : 'TRACED';
     const flow = this.base(verdict, src, e.dst, e.direction);
     flow.Type = 'SOCK';
-    flow.event_type = { type: e.kind === 'REFUSED' ? EventType.DROP : EventType.SOCK, sub_type: e.kind === 'REFUSED' ? DropCode.DROP_EP_NOT_READY : 0 };
+    flow.event_type = { type: e.kind === 'REFUSED' ? EventType.DROP : EventType.TRACE_SOCK, sub_type: e.kind === 'REFUSED' ? DropCode.DROP_EP_NOT_READY : 0 };
     if (e.kind === 'REFUSED') flow.drop_reason_desc = 'DROP_EP_NOT_READY';
     if (e.socketCookie) flow.socket_cookie = e.socketCookie.toString();
     // Outbound: the netns tells the pod (its socket's address is loopback after steering).

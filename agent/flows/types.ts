@@ -6,7 +6,7 @@ export type Verdict = 'VERDICT_UNKNOWN' | 'FORWARDED' | 'DROPPED' | 'ERROR' | 'A
 export type TrafficDirection = 'TRAFFIC_DIRECTION_UNKNOWN' | 'INGRESS' | 'EGRESS';
 export type FlowType = 'UNKNOWN_TYPE' | 'L3_L4' | 'L7' | 'SOCK';
 /** The DropReason values weft emits (subset of Hubble's enum; numbers in proto/flow/flow.proto). */
-export type DropReason = 'DROP_REASON_UNKNOWN' | 'POLICY_DENIED' | 'AUTH_REQUIRED' | 'UNSUPPORTED_L3_PROTOCOL' | 'NO_SOCKET' | 'DROP_HOST_NOT_READY' | 'DROP_EP_NOT_READY';
+export type DropReason = 'DROP_REASON_UNKNOWN' | 'POLICY_DENIED' | 'AUTH_REQUIRED' | 'UNSUPPORTED_L3_PROTOCOL' | 'DROP_HOST_NOT_READY' | 'DROP_EP_NOT_READY';
 export type AuthType = 'DISABLED' | 'SPIRE' | 'TEST_ALWAYS_FAIL';
 export type IPVersion = 'IP_NOT_USED' | 'IPv4' | 'IPv6';
 export type LostEventSource = 'UNKNOWN_LOST_EVENT_SOURCE' | 'PERF_EVENT_RING_BUFFER' | 'OBSERVER_EVENTS_QUEUE' | 'HUBBLE_RING_BUFFER';

@@ -20,6 +20,7 @@
 // label sets. A new label set beyond the cap is folded into that family's single overflow series
 // (every label = "overflow"), and each fold is counted in weft_metrics_label_overflow_total{metric}.
 // Series already present keep counting; nothing is ever evicted, so a series never goes backwards.
+import { workloadOfPod } from '../state/cluster-state.js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CertSnapshot } from '../identity/manager.js';
 import type { StoreStatus } from '../flows/store.js';
@@ -200,13 +201,6 @@ export function tcpFlagNames(flow: Flow): string[] {
   return out;
 }
 
-// Kubernetes generates ReplicaSet hashes and pod suffixes from this alphabet (no vowels, no 0/1/3).
-const DEPLOYMENT_POD = /^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$/;
-
-/** A workload's name from its pod name: a Deployment pod's name less its two generated parts, else the pod's. */
-export function workloadOfPod(pod: string): string {
-  return DEPLOYMENT_POD.exec(pod)?.[1] ?? pod;
-}
 
 /** A label value from Hubble's `k8s:key=value` (or plain `key=value`) list. */
 function labelValue(labels: readonly string[] | undefined, ...keys: string[]): string | undefined {

@@ -8,8 +8,16 @@ import { errorMessage } from '../errors.js';
 import { IdentityManager } from '../identity/manager.js';
 import type { Logger } from '../log.js';
 import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
-import { ClusterState, DEFAULT_MESH_SETTINGS } from '../state/cluster-state.js';
+import { ClusterState, DEFAULT_MESH_SETTINGS, type Workload } from '../state/cluster-state.js';
 import { HbonePool } from '../ztunnel/hbone-pool.js';
+import { FlowBuilder } from '../flows/builder.js';
+import type { FlowLog } from '../flows/flow-log.js';
+import { FlowPipeline } from '../flows/pipeline.js';
+import { packConnectionInfo } from '../flows/proto.js';
+import { FlowStore } from '../flows/store.js';
+import { ObserverServer } from '../flows/observer-server.js';
+import { AgentMetrics } from '../metrics/agent-metrics.js';
+import { MetricsServer } from '../metrics/metrics-server.js';
 import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
@@ -28,8 +36,16 @@ export interface AgentOptions {
   adminPort: number;
   excludeOutboundPorts: number[];
   excludeInboundPorts: number[];
+  /** Observer gRPC (Hubble's per-node API), Prometheus metrics, flow ring size. */
+  observerPort: number;
+  metricsPort: number;
+  flowRingSize: number;
+  flowLog?: FlowLog;
+  version: string;
   log: Logger;
 }
+
+const LOST_EVENTS_POLL_MS = 1000;
 
 export class NodeAgent {
   private state = new ClusterState([]);
@@ -49,11 +65,29 @@ export class NodeAgent {
   private readonly pool: HbonePool;
   private events!: CaptureEventStream;
   private datapath!: CaptureDatapath;
+  private readonly store: FlowStore;
+  private readonly metrics = new AgentMetrics();
+  private readonly metricsServer: MetricsServer;
+  private readonly observer: ObserverServer;
+  private readonly flows: FlowPipeline;
+  private lostSeen = 0n;
+  private housekeeping: NodeJS.Timeout | undefined;
 
   private constructor(private readonly options: AgentOptions) {
     this.trustDomain = options.trustDomain;
     this.identities = new IdentityManager({ ca: options.ca, trustDomain: options.trustDomain, ttlSeconds: options.certTtlSeconds, log: options.log });
     this.pool = new HbonePool(() => this.trustDomain, options.log);
+    this.store = new FlowStore(options.flowRingSize, options.node);
+    this.flows = new FlowPipeline(new FlowBuilder(options.node, () => this.state), {
+      store: this.store,
+      pack: packConnectionInfo,
+      metrics: this.metrics,
+      ...(options.flowLog ? { log: options.flowLog } : {}),
+    });
+    this.metrics.observeStore(this.store);
+    if (options.flowLog) options.flowLog.onDrop = (n) => this.metrics.recordFlowLogDropped(n);
+    this.observer = new ObserverServer({ store: this.store, nodeName: options.node, version: options.version, log: options.log });
+    this.metricsServer = new MetricsServer(this.metrics);
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
       '/config_dump': () => this.configDump(),
@@ -83,9 +117,14 @@ export class NodeAgent {
     this.events.subscribe((e) => {
       if (e.kind === 'REFUSED') log.info({ event: e }, 'capture refused a connection');
       else log.debug({ event: e }, 'capture event');
+      this.flows.capture(e, (cookie) => this.podOfCookie(cookie));
     });
     await this.admin.listen(this.options.adminPort);
     await this.readiness.listen('0.0.0.0', this.options.readinessPort);
+    await this.observer.listen('0.0.0.0', this.options.observerPort);
+    await this.metricsServer.listen('0.0.0.0', this.options.metricsPort);
+    this.housekeeping = setInterval(() => this.refreshGauges(), LOST_EVENTS_POLL_MS);
+    this.housekeeping.unref();
     this.firstUpdate = new Promise<void>((resolve) => {
       this.options.source.start((u) => {
         this.apply(u);
@@ -95,8 +134,25 @@ export class NodeAgent {
     await this.firstUpdate;
     await this.reconciling;
     this.removeStaleCapture();
+    this.lostSeen = this.datapath.lostEvents();
     this.synced = true;
     log.info({ node: this.options.node, pods: [...this.proxies.keys()] }, 'agent ready');
+  }
+
+  private podOfCookie(cookie: bigint): Workload | undefined {
+    for (const p of this.proxies.values()) if (p.cookie === cookie) return p.workload;
+    return undefined;
+  }
+
+  /** Once a second: kernel ring losses into the stream, and the gauges that have no event. */
+  private refreshGauges(): void {
+    const lost = this.datapath.lostEvents();
+    // The agent's own view of losses starts where the pinned counter stood when it started.
+    if (lost > this.lostSeen) this.flows.lost('PERF_EVENT_RING_BUFFER', Number(lost - this.lostSeen));
+    this.lostSeen = lost;
+    this.metrics.setCertificates(this.identities.snapshot());
+    this.metrics.setConfigRejections(this.configProblems.length);
+    this.metrics.setCaptureMapEntries('enrolled', this.datapath.enrolledCookies().size);
   }
 
   private apply(u: SourceUpdate): void {
@@ -145,6 +201,7 @@ export class NodeAgent {
             identities: this.identities,
             pool: this.pool,
             log: this.options.log,
+            flows: (e) => this.flows.connection(e),
           });
           this.proxies.set(key, proxy);
           this.failed.delete(key);
@@ -218,6 +275,10 @@ export class NodeAgent {
   /** Stop serving. Pins stay: capture keeps refusing (fail closed) until the next agent adopts them. */
   async stop(): Promise<void> {
     this.options.source.close();
+    clearInterval(this.housekeeping);
+    this.observer.close();
+    this.metricsServer.close();
+    await this.options.flowLog?.close();
     await this.reconciling;
     for (const p of this.proxies.values()) p.shutdown();
     this.proxies.clear();

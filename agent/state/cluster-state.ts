@@ -169,3 +169,11 @@ export class ClusterState {
     return { addr: { ip: pod.ip!, port: port.targetPort }, service: svc.key, workload: pod.key };
   }
 }
+
+// Kubernetes generates ReplicaSet hashes and pod suffixes from this alphabet (no vowels, no 0/1/3).
+const DEPLOYMENT_POD = /^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$/;
+
+/** A pod's workload name, as Istio reports it: the Deployment for its pods, else the pod itself. */
+export function workloadOfPod(pod: string): string {
+  return DEPLOYMENT_POD.exec(pod)?.[1] ?? pod;
+}

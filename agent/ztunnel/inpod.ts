@@ -20,6 +20,7 @@ import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.j
 import type { Logger } from '../log.js';
 import { authorize, effectiveMtlsMode, type ConnectionAttrs } from '../policy/index.js';
 import type { ClusterState, Target, Workload } from '../state/cluster-state.js';
+import type { ConnectionEvent } from '../flows/builder.js';
 import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, parseAuthority } from './hbone.js';
@@ -35,6 +36,8 @@ export interface PodProxyDeps {
   identities: IdentityManager;
   pool: HbonePool;
   log: Logger;
+  /** Every connection's outcome, for flows and metrics. */
+  flows: (e: ConnectionEvent) => void;
 }
 
 export type EnrolledWorkload = Workload & { netns: string; ip: string };
@@ -208,9 +211,23 @@ export class PodProxy {
         this.stats.outbound.passthrough++;
       }
     } catch (err) {
-      if (err instanceof HboneRefused && err.status === 401) this.stats.outbound.denied++;
+      const denied = err instanceof HboneRefused && err.status === 401;
+      if (denied) this.stats.outbound.denied++;
       else this.stats.outbound.upstreamFailed++;
       this.log.info({ ...fields, err: errorMessage(err) }, 'outbound connection refused');
+      // A denial is the destination's flow (it decided); a failure of our own is an ERROR here.
+      if (!denied) {
+        this.deps.flows({
+          direction: 'outbound',
+          verdict: 'ERROR',
+          src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
+          dst: target.addr,
+          srcWorkload: this.workload.key,
+          ...(target.workload ? { dstWorkload: target.workload } : {}),
+          ...(target.service ? { service: target.service } : {}),
+          info: { source_principal: principalOf(this.deps.state().identityOf(this.workload)), reason: errorMessage(err) },
+        });
+      }
       client.resetAndDestroy();
       return;
     }
@@ -221,6 +238,25 @@ export class PodProxy {
     this.track(upstream);
     this.stats.outbound.forwarded++;
     const result = await copyBidirectional(client, upstream);
+    const srcId = this.deps.state().identityOf(this.workload);
+    this.deps.flows({
+      direction: 'outbound',
+      verdict: 'FORWARDED',
+      src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
+      // As Hubble shows socket load balancing: the backend's address, the service beside it.
+      dst: target.addr,
+      srcWorkload: this.workload.key,
+      ...(target.workload ? { dstWorkload: target.workload } : {}),
+      ...(target.service ? { service: target.service } : {}),
+      info: {
+        source_principal: principalOf(srcId),
+        ...(mesh ? { destination_principal: principalOf(this.deps.state().identityOf(mesh)) } : {}),
+        bytes_sent: client.bytesRead,
+        bytes_received: client.bytesWritten,
+        duration_ms: Date.now() - started,
+        security: mesh ? 'mutual_tls' : 'none',
+      },
+    });
     this.log.info(
       {
         ...fields,
@@ -264,7 +300,7 @@ export class PodProxy {
       destinationIp: target.ip,
       destinationPort: target.port,
     };
-    await this.admit('hbone', stream, attrs, formatSpiffeId(peer.id), (status) => refuse(status), () => stream.respond({ ':status': 200 }));
+    await this.admit('hbone', stream, attrs, socket?.remotePort ?? 0, peer.id, (status) => refuse(status), () => stream.respond({ ':status': 200 }));
   }
 
   private async onPlaintextInbound(conn: net.Socket): Promise<void> {
@@ -284,10 +320,19 @@ export class PodProxy {
         { direction: 'inbound', transport: 'plaintext', src: attrs.sourceIp, dst: formatAuthority(attrs.destinationIp, attrs.destinationPort), reason: 'PeerAuthentication STRICT: plaintext refused' },
         'inbound connection denied',
       );
+      this.deps.flows({
+        direction: 'inbound',
+        verdict: 'DROPPED',
+        dropReason: 'AUTH_REQUIRED',
+        src: { ip: attrs.sourceIp, port: conn.remotePort ?? 0 },
+        dst: { ip: attrs.destinationIp, port: attrs.destinationPort },
+        dstWorkload: this.workload.key,
+        info: { destination_principal: principalOf(state.identityOf(this.workload)), reason: 'PeerAuthentication STRICT: plaintext refused', security: 'none' },
+      });
       conn.resetAndDestroy();
       return;
     }
-    await this.admit('plaintext', conn, attrs, undefined, () => conn.resetAndDestroy(), () => undefined);
+    await this.admit('plaintext', conn, attrs, conn.remotePort ?? 0, undefined, () => conn.resetAndDestroy(), () => undefined);
   }
 
   /** L4 policy, then the app from the client's own address, then copy both ways. */
@@ -295,11 +340,25 @@ export class PodProxy {
     kind: 'hbone' | 'plaintext',
     downstream: Duplex,
     attrs: ConnectionAttrs,
-    srcIdentity: string | undefined,
+    srcPort: number,
+    peer: SpiffeId | undefined,
     refuse: (status: number) => void,
     accept: () => void,
   ): Promise<void> {
     const started = Date.now();
+    const srcIdentity = peer ? formatSpiffeId(peer) : undefined;
+    const state = this.deps.state();
+    const flowBase = {
+      direction: 'inbound' as const,
+      src: { ip: attrs.sourceIp, port: srcPort },
+      dst: { ip: attrs.destinationIp, port: attrs.destinationPort },
+      dstWorkload: this.workload.key,
+    };
+    const principals = {
+      ...(peer ? { source_principal: principalOf(peer) } : {}),
+      destination_principal: principalOf(state.identityOf(this.workload)),
+      security: peer ? 'mutual_tls' : 'none',
+    };
     const fields = {
       direction: 'inbound',
       transport: kind,
@@ -312,6 +371,7 @@ export class PodProxy {
     if (!decision.allowed) {
       this.stats.inbound.denied++;
       this.log.info({ ...fields, reason: decision.reason }, 'inbound connection denied');
+      this.deps.flows({ ...flowBase, verdict: 'DROPPED', dropReason: 'POLICY_DENIED', info: { ...principals, reason: decision.reason, ...(decision.policy ? { policy: decision.policy } : {}) } });
       return refuse(401);
     }
     let app: net.Socket;
@@ -320,6 +380,7 @@ export class PodProxy {
     } catch (err) {
       this.stats.inbound.upstreamFailed++;
       this.log.info({ ...fields, err: errorMessage(err) }, 'app did not accept the connection');
+      this.deps.flows({ ...flowBase, verdict: 'ERROR', info: { ...principals, reason: `app did not accept: ${errorMessage(err)}` } });
       return refuse(503);
     }
     if (downstream.destroyed) {
@@ -341,6 +402,11 @@ export class PodProxy {
     this.admitted.add(entry);
     const result = await copyBidirectional(downstream, app);
     this.admitted.delete(entry);
+    this.deps.flows({
+      ...flowBase,
+      verdict: 'FORWARDED',
+      info: { ...principals, bytes_sent: app.bytesWritten, bytes_received: app.bytesRead, duration_ms: Date.now() - started, ...(decision.policy ? { policy: decision.policy } : {}) },
+    });
     this.log.info(
       {
         ...fields,
