@@ -14,7 +14,7 @@ commands:
   status [--name LAB] [--controller-monitoring URL]  nodes, agents, enrolled pods and configuration errors, from the controller
   observe [flags]                                    flows of the whole cluster (or a node), hubble observe's flags (weft observe --help)
   relay [--listen HOST:PORT] ...                     the cluster-wide Observer API over every node's (weft relay --help)
-  demo                                               bring up the example lab, show capture at work, tear down
+  demo [--keep] [--duration S]                       the example lab: mTLS, policies and live flows, then torn down
   uninstall [--bpffs DIR]                            detach and remove every program, map and pin of an agent
   version                                            print the version
 `;
@@ -37,6 +37,8 @@ async function main(argv: string[]): Promise<number> {
     case 'uninstall':
       return (await import('./agent.js')).uninstallCommand(rest);
     case 'demo':
+      // The demo prints its own progress; the lab's JSON log is for the lab's log files.
+      process.env.WEFT_LAB_LOG_LEVEL ??= 'warn';
       return (await import('./demo.js')).demoCommand(rest);
     case 'observe':
       return (await import('./observe.js')).observeCommand(rest);

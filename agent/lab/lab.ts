@@ -51,7 +51,8 @@ import { ObserverClient } from '../relay/client.js';
 import { RELAY_PORT } from '../relay/server.js';
 import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
-const log = createLogger('lab');
+// WEFT_LAB_LOG_LEVEL quiets the lab's own log (the demo prints progress instead) without touching the agents'.
+const log = createLogger('lab', { level: process.env.WEFT_LAB_LOG_LEVEL ?? process.env.WEFT_LOG_LEVEL ?? 'info' });
 
 export const READINESS_PORT = 15021;
 export const CONTROLLER_PORT = 15012;
@@ -63,6 +64,8 @@ export interface UpOptions {
   agents?: boolean;
   /** How long to wait for every agent to be ready (default $WEFT_LAB_READY_TIMEOUT_MS or 60 s). */
   readyTimeoutMs?: number;
+  /** Told of each milestone while the lab comes up (for people watching). */
+  onProgress?: (message: string) => void;
 }
 
 export interface ApplyOptions {
@@ -129,13 +132,24 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   mkdirSync(names.resourcesDir, { recursive: true });
   writeState(state);
   log.info({ lab: name, stateDir: names.stateDir, nodes: model.nodes.length, pods: model.pods.length, services: model.services.length }, 'creating lab');
+  const progress = opts.onProgress ?? (() => undefined);
   try {
+    progress(`network: fabric bridge, ${model.nodes.length} nodes, their pod networks`);
     await createInfrastructure(state, names, model);
+    progress(`pods: ${model.pods.length} network namespaces and cgroups, containers starting`);
     await reconcile(state, names, model);
     if (agents) {
+      progress('controller: CA, node credentials, discovery and certificates on :15012');
       await startController(state, names, model, readyTimeout(opts));
+      progress(`agents: loading eBPF capture and enrolling pods on ${Object.keys(state.nodes).join(', ')}`);
       await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
-      await Promise.all(Object.values(state.nodes).map((n) => waitAgentReady(state, n, readyTimeout(opts))));
+      await Promise.all(
+        Object.values(state.nodes).map(async (n) => {
+          await waitAgentReady(state, n, readyTimeout(opts));
+          progress(`agent on ${n.name} ready`);
+        }),
+      );
+      progress('relay: every node\'s flows on localhost:4245');
       await startRelay(state, names, readyTimeout(opts));
     }
     state.status = 'up';

@@ -18,6 +18,8 @@ export interface SourceInfo {
   namespace: string;
   pod: string;
   ip: string;
+  /** The application socket's own port (capture rewrote only its destination). */
+  port: number;
   serviceName?: string;
 }
 
@@ -27,9 +29,16 @@ export function connectHeaders(authority: string, src: SourceInfo, serviceHost?:
   return {
     ':method': 'CONNECT',
     ':authority': authority,
-    forwarded: `for=${src.ip.includes(':') ? `"[${src.ip}]"` : src.ip}${serviceHost ? `;host=${serviceHost}` : ''}`,
+    forwarded: `for="${formatAuthority(src.ip, src.port)}"${serviceHost ? `;host=${serviceHost}` : ''}`,
     baggage: baggage.join(','),
   };
+}
+
+/** The client's address from a `forwarded: for="ip:port"` header (RFC 7239), if well formed. */
+export function forwardedFor(header: string | string[] | undefined): { ip: string; port: number } | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  const m = /(?:^|[;,\s])for="?([^";,]+)"?/i.exec(value ?? '');
+  return m ? parseAuthority(m[1]) : undefined;
 }
 
 /** `ip:port` or `[ipv6]:port` → parts, or undefined when malformed. */

@@ -23,7 +23,7 @@ import type { ClusterState, Target, Workload } from '../state/cluster-state.js';
 import type { ConnectionEvent } from '../flows/builder.js';
 import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
-import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, parseAuthority } from './hbone.js';
+import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, forwardedFor, parseAuthority } from './hbone.js';
 import type { HbonePool } from './hbone-pool.js';
 import { HboneRefused } from './hbone-pool.js';
 import { TransparentRouting } from './inpod-routing.js';
@@ -199,7 +199,7 @@ export class PodProxy {
         const svc = target.service ? state.serviceByKey(target.service) : undefined;
         const headers = connectHeaders(
           formatAuthority(target.addr.ip, target.addr.port),
-          { namespace: this.workload.namespace, pod: this.workload.name, ip: this.workload.ip },
+          { namespace: this.workload.namespace, pod: this.workload.name, ip: this.workload.ip, port: client.remotePort ?? 0 },
           svc ? `${svc.name}.${svc.namespace}.svc.${state.clusterDomain}` : undefined,
         );
         upstream = await this.deps.pool.connect({ netns: this.workload.netns, cert }, mesh.ip!, [expected], headers);
@@ -300,7 +300,11 @@ export class PodProxy {
       destinationIp: target.ip,
       destinationPort: target.port,
     };
-    await this.admit('hbone', stream, attrs, socket?.remotePort ?? 0, peer.id, (status) => refuse(status), () => stream.respond({ ':status': 200 }));
+    // The client's own port travels in `forwarded` (the tunnel's port is the pooled connection's);
+    // its address is the tunnel's source, which the client's netns chose, so that is what counts.
+    const from = forwardedFor(headers.forwarded);
+    const srcPort = from?.ip === attrs.sourceIp ? from.port : (socket?.remotePort ?? 0);
+    await this.admit('hbone', stream, attrs, srcPort, peer.id, (status) => refuse(status), () => stream.respond({ ':status': 200 }));
   }
 
   private async onPlaintextInbound(conn: net.Socket): Promise<void> {
