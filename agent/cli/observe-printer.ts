@@ -120,7 +120,7 @@ export function flowType(f: Flow): string {
     case MESSAGE_TYPE.DROP:
       return (f.drop_reason_desc && DROP_TEXT_BY_NAME[f.drop_reason_desc]) ?? DROP_TEXT_BY_CODE[sub] ?? String(sub);
     case MESSAGE_TYPE.POLICY_VERDICT: {
-      const match = (f as Flow & { policy_match_type?: number }).policy_match_type ?? 0;
+      const match = f.policy_match_type ?? 0;
       return `policy-verdict:${POLICY_MATCH[match] ?? 'unknown'} ${f.traffic_direction}`;
     }
     case MESSAGE_TYPE.TRACE_SOCK:

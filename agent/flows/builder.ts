@@ -9,6 +9,8 @@ import type { ConnectionInfo, DropReason, Endpoint, Flow, Timestamp, Verdict } f
 
 /** Cilium's monitor message types, as Hubble puts them in `event_type.type`. */
 const EventType = { DROP: 1, TRACE: 4, POLICY_VERDICT: 5, TRACE_SOCK: 7 } as const;
+const POLICY_MATCH_L3_L4 = 2;
+
 /** Numeric DropReason values, for `event_type.sub_type` of drops. */
 const DropCode: Record<DropReason, number> = {
   DROP_REASON_UNKNOWN: 0,
@@ -90,6 +92,8 @@ export class FlowBuilder {
       flow.event_type = { type: EventType.DROP, sub_type: DropCode[reason] };
     } else {
       flow.event_type = { type: e.direction === 'inbound' ? EventType.POLICY_VERDICT : EventType.TRACE, sub_type: 0 };
+      // An L4 AuthorizationPolicy allowed it (Hubble's PolicyMatchType L3_L4); none applied: NONE.
+      if (e.direction === 'inbound' && e.info.policy) flow.policy_match_type = POLICY_MATCH_L3_L4;
     }
     return { flow, info: e.info };
   }
