@@ -17,6 +17,7 @@ const log = createLogger('test', { level: 'silent' });
 const ts = (ms: number): { seconds: string; nanos: number } => ({ seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
 
 let store: FlowStore;
+let queueLosses = 0;
 let server: ObserverServer;
 let address: string;
 
@@ -32,7 +33,7 @@ before(async () => {
       ),
     );
   }
-  server = new ObserverServer({ store, nodeName: 'node-a', version: '0.1.0-test', log, followQueue: 50 });
+  server = new ObserverServer({ store, nodeName: 'node-a', version: '0.1.0-test', log, followQueue: 50, onQueueLoss: (n) => (queueLosses += n) });
   address = `127.0.0.1:${await server.listen('127.0.0.1', 0)}`;
 });
 
@@ -102,6 +103,7 @@ test("follow: a loss in the store reaches the stream with its source and count",
 
 test('follow: a client that does not read loses flows, reported as OBSERVER_EVENTS_QUEUE with exact counts at the gaps', async () => {
   const total = 5000;
+  const lossesBefore = queueLosses;
   const f = follow(address, { follow: true });
   await new Promise((r) => setTimeout(r, 100));
   f.call.pause();
@@ -130,6 +132,7 @@ test('follow: a client that does not read loses flows, reported as OBSERVER_EVEN
   assert.equal(expected, total);
   assert.ok(lost > 0, 'the slow client lost flows');
   assert.ok(lost < total, 'and received some');
+  assert.equal(queueLosses - lossesBefore, lost, 'every loss also reached the metrics hook');
 });
 
 test('follow: until ends the stream', async () => {

@@ -33,6 +33,8 @@ export interface ObserverServerOptions {
   log: Logger;
   /** Bound of each follower's queue of live responses (default DEFAULT_FOLLOW_QUEUE). */
   followQueue?: number;
+  /** Told of every flow a follower's full queue dropped (for hubble_lost_events_total). */
+  onQueueLoss?: (n: number) => void;
 }
 
 export function nowTimestamp(): Timestamp {
@@ -70,6 +72,7 @@ export class StreamSender {
     private readonly call: grpc.ServerWritableStream<unknown, GetFlowsResponse>,
     private readonly capacity: number,
     private readonly nodeName: string,
+    private readonly onQueueLoss: (n: number) => void = () => undefined,
   ) {
     call.on('drain', () => {
       this.blocked = false;
@@ -87,6 +90,7 @@ export class StreamSender {
     this.flushLost();
     if (this.lost.size > 0 || this.pendingLive >= this.capacity) {
       this.addLost('OBSERVER_EVENTS_QUEUE', 1);
+      this.onQueueLoss(1);
       return;
     }
     this.enqueue(resp, true);
@@ -290,7 +294,7 @@ export class ObserverServer {
       return;
     }
     const store = this.o.store;
-    const sender = new StreamSender(call, this.followQueue, this.o.nodeName);
+    const sender = new StreamSender(call, this.followQueue, this.o.nodeName, this.o.onQueueLoss);
 
     // Subscribing and taking the history happen in the same tick: no flow is missed or repeated.
     let unsubscribe: (() => void) | undefined;

@@ -86,7 +86,13 @@ export class NodeAgent {
     });
     this.metrics.observeStore(this.store);
     if (options.flowLog) options.flowLog.onDrop = (n) => this.metrics.recordFlowLogDropped(n);
-    this.observer = new ObserverServer({ store: this.store, nodeName: options.node, version: options.version, log: options.log });
+    this.observer = new ObserverServer({
+      store: this.store,
+      nodeName: options.node,
+      version: options.version,
+      log: options.log,
+      onQueueLoss: (n) => this.metrics.recordLost('OBSERVER_EVENTS_QUEUE', n),
+    });
     this.metricsServer = new MetricsServer(this.metrics);
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
