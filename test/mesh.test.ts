@@ -440,3 +440,16 @@ test('certificate rotation: connections keep working across several rotations', 
   t.diagnostic(`${attempts} connections over ${serials.size} certificates`);
   assert.ok(serials.size >= 3, `saw ${serials.size} certificates in 30 s`);
 });
+
+test('an agent asked to stop while peers hold HBONE connections to it exits by itself', async (t) => {
+  if (!lab) return t.skip('no lab');
+  // Pooled tunnels from node-a's proxies into node-b stay open for minutes after their streams end.
+  assert.equal(await connects('mesh/client', 'server.mesh:80'), true);
+  const log = lab.node('node-b').agentLog;
+  const before = readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('"agent exited"')).length;
+  await lab.stopAgent('node-b', 'SIGTERM');
+  const after = readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('"agent exited"')).length;
+  assert.equal(after, before + 1, 'the agent reached exit on its own (a killed process never logs it)');
+  await lab.startAgent('node-b');
+  assert.equal(await connects('mesh/client', 'server.mesh:80'), true, 'and the next agent serves again');
+});

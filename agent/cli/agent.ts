@@ -140,6 +140,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     version: `weft/${weftVersion()}`,
     log,
   });
+  // Only a process that let go of everything reaches 'exit' by itself: the line proves a clean stop.
+  process.once('exit', (code) => log.info({ code }, 'agent exited'));
   await new Promise<void>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
   });

@@ -57,6 +57,8 @@ interface AdmittedConnection {
 export class PodProxy {
   private readonly servers: net.Server[] = [];
   private hbone: http2.Http2SecureServer | undefined;
+  /** Live HBONE sessions from peers' pools: closing the server alone would wait for them. */
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly sockets = new Set<Duplex>();
   private readonly admitted = new Set<AdmittedConnection>();
   private readonly routing: TransparentRouting;
@@ -129,7 +131,11 @@ export class PodProxy {
       settings: { ...HBONE_SETTINGS, enablePush: false },
       allowHTTP1: false,
     });
-    server.on('session', (session) => session.setLocalWindowSize(HBONE_CONNECTION_WINDOW));
+    server.on('session', (session) => {
+      session.setLocalWindowSize(HBONE_CONNECTION_WINDOW);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+    });
     server.on('secureConnection', (socket: TLSSocket) => {
       // The handshake already required a certificate from our CA; the trust domain is checked here.
       const peer = verifyPeer(socket, { trustDomain: this.deps.state().trustDomain });
@@ -508,6 +514,7 @@ export class PodProxy {
     }
     this.closeListeners();
     for (const s of this.sockets) s.destroy();
+    for (const session of this.sessions) session.destroy();
   }
 }
 
