@@ -2,8 +2,8 @@
 // enrolled pods, and every rejected configuration document — from the controller's /debug/status
 // (plus the lab's own view of nodes and pods when a lab is running).
 import { parseArgs } from 'node:util';
-import { get } from 'node:http';
 import type { ControllerStatus } from '../controller/monitoring.js';
+import { fetchControllerStatus } from '../controller/status-client.js';
 import type { CertSnapshot } from '../identity/manager.js';
 import { agentAdminGet } from '../node/admin-client.js';
 import { formatDuration } from '../registry/duration.js';
@@ -12,25 +12,6 @@ import { labStatus, openLab, type LabStatus } from '../lab/index.js';
 
 const USAGE = `usage: weft status [--name LAB] [--controller-monitoring URL] [--json]
   --controller-monitoring URL   the controller's monitoring endpoint (default: the lab's controller)`;
-
-function fetchJson<T>(url: string, timeoutMs = 3000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new WeftError(ErrorCodes.CONTROLLER, `${url} answered ${res.statusCode}`));
-        try {
-          resolve(JSON.parse(body) as T);
-        } catch (err) {
-          reject(new WeftError(ErrorCodes.CONTROLLER, `${url} did not answer JSON: ${errorMessage(err)}`));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (err) => reject(new WeftError(ErrorCodes.CONTROLLER, `cannot reach the controller at ${url}: ${err.message}`, { cause: err })));
-  });
-}
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
@@ -126,7 +107,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
     }
   }
   const base = url.replace(/\/+$/, '');
-  const s = await fetchJson<ControllerStatus>(`${base}/debug/status`);
+  const s = await fetchControllerStatus(base);
   const certs = lab ? await labCertificates(name) : undefined;
   process.stdout.write(json ? JSON.stringify({ controller: s, lab, certificates: certs }, null, 2) + '\n' : formatMeshStatus(base, s, lab, certs));
   return 0;

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { CaptureEvent, SockAddr } from '../datapath/layout.js';
+import { eventTime } from '../datapath/events.js';
 import { workloadOfPod, type ClusterState, type Workload } from '../state/cluster-state.js';
 import type { ConnectionInfo, DropReason, Endpoint, Flow, Timestamp, Verdict } from './types.js';
 
@@ -109,6 +110,7 @@ export class FlowBuilder {
     const src = e.src ?? { ip: '0.0.0.0', port: 0 };
     const verdict: Verdict = e.kind === 'STEERED' ? 'REDIRECTED' : e.kind === 'REFUSED' ? 'DROPPED' : 'TRACED';
     const flow = this.base(verdict, src, e.dst, e.direction);
+    flow.time = timestampNow(eventTime(e).getTime()); // when the kernel saw it, not when we read it
     flow.Type = 'SOCK';
     flow.event_type = { type: e.kind === 'REFUSED' ? EventType.DROP : EventType.TRACE_SOCK, sub_type: e.kind === 'REFUSED' ? DropCode.DROP_EP_NOT_READY : 0 };
     if (e.kind === 'REFUSED') flow.drop_reason_desc = 'DROP_EP_NOT_READY';

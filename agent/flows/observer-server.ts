@@ -4,6 +4,7 @@
 // dropped and reported in the stream as a LostEvent (OBSERVER_EVENTS_QUEUE) with the exact count,
 // and the store's own losses reach followers the same way. Never silent.
 import * as grpc from '@grpc/grpc-js';
+import { shutdownGrpcServer } from '../system/grpc.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
 import { flowProtos } from './proto.js';
@@ -187,16 +188,7 @@ export class ObserverServer {
   /** Stops serving: followers are ended, then the server is shut down. */
   close(): Promise<void> {
     for (const c of [...this.cleanups]) c();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, 1000);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return shutdownGrpcServer(this.server);
   }
 
   status(): ServerStatusResponse {

@@ -1,7 +1,7 @@
 // Where the relay finds every node's Observer API: a fixed list (`--peer NAME=HOST:PORT`), or the
 // controller's /debug/status, whose `nodes` carry each Node's InternalIP (then `<ip>:4244`). The
 // pool keeps one client per peer and re-discovers periodically; a failed discovery keeps the last list.
-import { get } from 'node:http';
+import { fetchControllerStatus } from '../controller/status-client.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { OBSERVER_PORT } from '../flows/observer-server.js';
@@ -26,31 +26,11 @@ export function staticPeers(peers: readonly PeerAddress[]): Discover {
   return () => Promise.resolve([...peers]);
 }
 
-function fetchJson(url: string, timeoutMs: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new WeftError(ErrorCodes.CONTROLLER, `${url} answered ${res.statusCode}`));
-        try {
-          resolve(JSON.parse(body));
-        } catch (err) {
-          reject(new WeftError(ErrorCodes.CONTROLLER, `${url} did not answer JSON: ${errorMessage(err)}`));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (err) => reject(new WeftError(ErrorCodes.CONTROLLER, `cannot reach the controller at ${url}: ${err.message}`, { cause: err })));
-  });
-}
-
 /** Every registry Node with an InternalIP, from the controller's monitoring endpoint. */
 export function controllerPeers(monitoringUrl: string, port = OBSERVER_PORT, timeoutMs = 3000): Discover {
-  const url = `${monitoringUrl.replace(/\/+$/, '')}/debug/status`;
   return async () => {
-    const status = (await fetchJson(url, timeoutMs)) as { nodes?: Array<{ name?: unknown; internalIP?: unknown }> };
-    if (!Array.isArray(status.nodes)) throw new WeftError(ErrorCodes.CONTROLLER, `${url} lists no nodes (a controller older than the relay?)`);
+    const status = (await fetchControllerStatus(monitoringUrl, timeoutMs)) as { nodes?: Array<{ name?: unknown; internalIP?: unknown }> };
+    if (!Array.isArray(status.nodes)) throw new WeftError(ErrorCodes.CONTROLLER, `${monitoringUrl} lists no nodes (a controller older than the relay?)`);
     return status.nodes
       .filter((n): n is { name: string; internalIP: string } => typeof n.name === 'string' && typeof n.internalIP === 'string' && n.internalIP !== '')
       .map((n) => ({ name: n.name, address: observerAddress(n.internalIP, port) }));

@@ -6,6 +6,7 @@
 // the stream goes on with the others.
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
+import { shutdownGrpcServer } from '../system/grpc.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nowTimestamp } from '../flows/observer-server.js';
@@ -127,16 +128,7 @@ export class RelayServer {
 
   close(): Promise<void> {
     for (const stop of [...this.active]) stop();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, 1000);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return shutdownGrpcServer(this.server);
   }
 
   private statusEvent(state: NodeState, names: string[], message?: string): GetFlowsResponse {
