@@ -3,7 +3,7 @@
 // path.<maxFiles>, the oldest dropped. Writing never stalls the agent: lines go to a buffered
 // stream, and when the file cannot keep up and the buffer passes its bound, new lines are dropped
 // and counted (`dropped`, the `onDrop` hook, weft_flow_log_dropped_total), never silently lost.
-import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs';
+import { createWriteStream, renameSync, rmSync, type WriteStream, openSync, fstatSync } from 'node:fs';
 import { once } from 'node:events';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { compileFilters } from './filter.js';
@@ -110,12 +110,19 @@ export class FlowLog {
   }
 
   private open(): void {
+    // The descriptor is opened here, synchronously: a stream that opened its file later could open
+    // the *next* file if a rotation renamed the path in between, and its lines would land there.
+    let fd: number;
     try {
-      this.size = statSync(this.path).size;
-    } catch {
-      this.size = 0;
+      fd = openSync(this.path, 'a');
+    } catch (err) {
+      this.stream = undefined;
+      this.failedAt = Date.now();
+      this.onError?.(new WeftError(ErrorCodes.USAGE, `flow log ${this.path}: ${errorMessage(err)}`, { cause: err }));
+      return;
     }
-    const stream = createWriteStream(this.path, { flags: 'a' });
+    this.size = fstatSync(fd).size;
+    const stream = createWriteStream(this.path, { fd });
     stream.on('error', (err) => this.failed(stream, err));
     this.stream = stream;
   }
