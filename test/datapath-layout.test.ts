@@ -9,8 +9,15 @@ import {
   encodeIpKey,
   encodeSockAddr,
   encodeTupleKey,
-  hostOrder,
 } from '../agent/datapath/layout.js';
+import { u16, u32, u64 } from '../native/codec.js';
+
+// Host-order scalars, as the C side reads them.
+const hostOrder = {
+  u16: { read: (b: Buffer, o: number) => u16.decode(b, o) },
+  u32: { read: (b: Buffer, o: number) => u32.decode(b, o) },
+  u64: { read: (b: Buffer, o: number) => u64.decode(b, o), write: (b: Buffer, v: bigint, o: number) => u64.encode(v, b, o) },
+};
 
 test('sockaddr round-trips IPv4 and IPv6, port in host order, family AF_INET/AF_INET6', () => {
   const v4 = encodeSockAddr({ ip: '10.244.1.2', port: 8080 });

@@ -1,8 +1,8 @@
 // HBONE: TCP tunnelled in HTTP/2 CONNECT streams over mutual TLS to port 15008, as Istio ambient
 // does it. Constants and headers shared by the client pool and the server.
-import type { SpiffeId } from '../identity/spiffe.js';
 
-export const HBONE_PORT = 15008;
+// The port is the datapath's: sk_lookup leaves it to the HBONE listener (bpf/include/weft.h).
+export { HBONE_PORT } from '../datapath/layout.js';
 
 /** Flow control as ztunnel sets it: large windows and frames so a stream is not window-bound. */
 export const HBONE_SETTINGS = {
@@ -55,4 +55,3 @@ export function formatAuthority(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
-export type { SpiffeId };

@@ -486,11 +486,8 @@ export class PodProxy {
     this.deps.identities.off('rotated', this.onRotated);
   }
 
-  /**
-   * Un-enroll: new connections are no longer captured; established ones run to their end.
-   * `drain` closes those too.
-   */
-  stop(options: { drain?: boolean } = {}): void {
+  /** Un-enroll: new connections are no longer captured; established ones run to their end. */
+  stop(): void {
     const { datapath } = this.deps;
     try {
       datapath.removeEnrollment(this.cookie);
@@ -500,7 +497,6 @@ export class PodProxy {
       this.log.warn({ err: errorMessage(err) }, 'error while un-enrolling');
     }
     this.closeListeners();
-    if (options.drain) for (const s of this.sockets) s.destroy();
     this.routing.clear().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the pod routing rules'));
     this.log.info('pod un-enrolled');
   }
@@ -528,4 +524,3 @@ function listenOn(server: net.Server, fd: number): Promise<void> {
   });
 }
 
-export type { SpiffeId };
