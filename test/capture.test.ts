@@ -13,7 +13,7 @@ import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
 import type { CaptureStats } from '../agent/datapath/events.js';
 import type { PodProxyStats } from '../agent/ztunnel/inpod.js';
 import { cgroupId } from '../agent/system/mounts.js';
-import { repoRoot, requirePrivileges } from './helpers/privileged.js';
+import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const LAB = `c${process.pid.toString(36)}`;
 const LAB_FILE = join(repoRoot(), 'test', 'fixtures', 'capture-lab.yaml');
@@ -87,7 +87,7 @@ test('lab up with one agent per node', async (t) => {
 });
 
 test('1000 concurrent connections from an enrolled pod reach the outbound listener with their original destinations', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const a = lab.pod('mesh/server-a').ip;
   const b = lab.pod('mesh/server-b').ip;
   const vip = lab.service('mesh/server-b').vip;
@@ -141,7 +141,7 @@ test('1000 concurrent connections from an enrolled pod reach the outbound listen
 });
 
 test('inbound connections to an enrolled pod arrive at the inbound listener with the original destination', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const b = lab.pod('mesh/server-b').ip;
   const plainClient = lab.pod('plain/client').ip;
   const logB = logSize('node-b');
@@ -158,7 +158,7 @@ test('inbound connections to an enrolled pod arrive at the inbound listener with
 });
 
 test('un-enrolled pods are left alone (checked at the listeners)', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const server = lab.pod('plain/server').ip;
   const client = lab.pod('plain/client').ip;
   const beforeA = await stats('node-a');
@@ -174,7 +174,7 @@ test('un-enrolled pods are left alone (checked at the listeners)', async (t) => 
 });
 
 test('enrolling and un-enrolling a running pod by its namespace label', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const server = lab.pod('plain/server').ip;
   const client = lab.pod('plain/client').ip;
   const pid = lab.pod('plain/client').containers[0]?.pid;
@@ -210,7 +210,7 @@ test('enrolling and un-enrolling a running pod by its namespace label', async (t
 });
 
 test('dual-stack sockets dialling IPv4 are captured through connect6', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const b = lab.pod('mesh/server-b').ip;
   const before = await stats('node-a');
   const { code, summary } = await storm('mesh/client', [`::ffff:${b}:8080`], 20);
@@ -223,7 +223,7 @@ test('dual-stack sockets dialling IPv4 are captured through connect6', async (t)
 });
 
 test('an invalid resource document is reported and the last good version stays in force', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const file = join(lab.resourcesDir, 'lab.yaml');
   const good = readFileSync(file, 'utf8');
   const dump = () =>
@@ -263,7 +263,7 @@ function bpfLinks(cgroup: string, netnsPaths: string[]): { cgroup: Record<string
 }
 
 test('agent restart: pinned programs stay attached, the new agent adopts them, no duplicates', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const node = lab.node('node-a');
   const enrolledNetns = ['mesh/client', 'mesh/server-a'].map((p) => lab!.pod(p).netnsPath);
   const once = { cgroup_inet4_connect: 1, cgroup_inet6_connect: 1, cgroup_sock_ops: 1 };

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
-import { repoRoot, requirePrivileges } from './helpers/privileged.js';
+import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const run = promisify(execFile);
 const LAB = `h${process.pid.toString(36)}`;
@@ -81,7 +81,7 @@ test('lab up with a relay', async (t) => {
 });
 
 test('an allowed connection is FORWARDED in weft observe with pods, namespaces, identities, ports and bytes', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const client = lab.pod('mesh/client');
   const server = lab.pod('mesh/server');
   assert.equal(await connects('mesh/client', 'server.mesh:80'), true);
@@ -111,7 +111,7 @@ test('an allowed connection is FORWARDED in weft observe with pods, namespaces, 
 });
 
 test('a denied connection is DROPPED with POLICY_DENIED, from the node that denied it, within a second', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const file = join(lab.resourcesDir, 'zz-deny.yaml');
   writeFileSync(
     file + '.tmp',
@@ -139,7 +139,7 @@ test('a denied connection is DROPPED with POLICY_DENIED, from the node that deni
 });
 
 test('agent /metrics counts connections with Istio and Hubble metric names', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const nodeB = lab.node('node-b').ip;
   const labels = { reporter: 'destination', source_workload: 'client', destination_workload: 'server', connection_security_policy: 'mutual_tls' };
   const before = await metricsOf(nodeB);

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labLeftovers, requirePrivileges, repoRoot } from './helpers/privileged.js';
+import { labLeftovers, requirePrivileges, repoRoot, requireLab } from './helpers/privileged.js';
 import { labUp, labApply, labDown, labExec, openLab, labNames, type LabHandle } from '../agent/lab/index.js';
 
 const LAB = `t${process.pid.toString(36)}`;
@@ -113,7 +113,7 @@ test('lab up: two nodes, pods and services', async (t) => {
 });
 
 test('pod IPs: cross-node and same-node TCP echo', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const api = lab.pod('shop/api');
   const cross = await echo('shop/frontend', api.ip, 8080, 'cross');
   assert.equal(cross, `hello api local=${api.ip}:8080 peer=${lab.pod('shop/frontend').ip}:${/peer=[\d.]+:(\d+)/.exec(cross)![1]}\ncross\n`);
@@ -122,7 +122,7 @@ test('pod IPs: cross-node and same-node TCP echo', async (t) => {
 });
 
 test('service VIPs work from another namespace and from the same namespace', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const vip = lab.service('shop/api').vip;
   assert.match(await echo('legacy/client', vip, 80, 'a'), /^hello api local=10\.213\.2\.2:8080 peer=10\.213\.1\.\d+:\d+\na\n$/);
   assert.match(await echo('shop/frontend', vip, 80, 'b'), /^hello api local=10\.213\.2\.2:8080 /);
@@ -130,7 +130,7 @@ test('service VIPs work from another namespace and from the same namespace', asy
 });
 
 test('service names resolve inside pods', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const vip = lab.service('shop/api').vip;
   for (const [from, name] of [
     ['legacy/client', 'api.shop.svc.cluster.local'],
@@ -146,7 +146,7 @@ test('service names resolve inside pods', async (t) => {
 });
 
 test('exec passes the exit code through', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const r = await labExec(LAB, 'shop/api', ['sh', '-c', 'echo $POD_NAME; exit 7']);
   assert.equal(r.code, 7);
   const env = await labExec(LAB, 'shop/api', ['sh', '-c', 'cat /proc/self/cgroup; readlink /proc/self/ns/net']);
@@ -156,7 +156,7 @@ test('exec passes the exit code through', async (t) => {
 });
 
 test('apply adds a pod and a service and changes a namespace label', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const apiIP = lab.pod('shop/api').ip;
   await labApply([join(dir, 'apply.yaml')], { name: LAB });
   const worker = lab.pod('legacy/worker');
@@ -176,7 +176,7 @@ test('apply adds a pod and a service and changes a namespace label', async (t) =
 });
 
 test('down leaves no netns, link, cgroup, pin, process, /etc/netns entry or state dir', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   assert.ok(footprint().length > 0);
   await labDown({ name: LAB });
   assert.deepEqual(footprint(), []);

@@ -18,7 +18,7 @@ import { connectInNetns } from '../native/index.js';
 import { ControllerClient } from '../agent/controller/client.js';
 import { createKeyAndCsr } from '../agent/identity/csr.js';
 import { createLogger } from '../agent/log.js';
-import { repoRoot, requirePrivileges } from './helpers/privileged.js';
+import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const LAB = `m${process.pid.toString(36)}`;
 const FIXTURES = join(repoRoot(), 'test', 'fixtures');
@@ -91,7 +91,7 @@ test('lab up: controller, agents, certificates', async (t) => {
 });
 
 test('cross-node: 100 MB through a Service arrive intact, the wire carries only TLS to 15008', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const capture = join(tmp, 'link.pcap');
   // The link between the nodes: node-a's uplink into the fabric.
   const dump = spawn('nsenter', [`--net=${lab.node('node-a').netnsPath}`, 'tcpdump', '-i', 'eth0', '-s', '200', '-U', '-w', capture, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -271,7 +271,7 @@ const CASES: Case[] = [
 ];
 
 test(`L4 policy matrix: ${CASES.length} cases, each a real connection`, async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const failures: string[] = [];
   for (const c of CASES) {
     const docs = c.policies.map((d) => d.replace(/@([\w-]+\/[\w-]+)/g, (_m, pod: string) => lab!.pod(pod).ip));
@@ -330,7 +330,7 @@ async function hboneProbe(cred: Cred | undefined): Promise<string> {
 }
 
 test('15008 refuses peers from another CA, another trust domain, with an expired certificate or none', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const meshCa = await CertificateAuthority.loadOrCreate({ dir: join(lab.stateDir, 'controller'), trustDomain: TD });
   const foreignCa = await CertificateAuthority.loadOrCreate({ dir: join(tmp, 'foreign-ca'), trustDomain: TD });
   const otherTdCa = await CertificateAuthority.loadOrCreate({ dir: join(tmp, 'other-td-ca'), trustDomain: 'other.local' });
@@ -350,7 +350,7 @@ test('15008 refuses peers from another CA, another trust domain, with an expired
 });
 
 test('the CA refuses a certificate for a service account not on the asking node', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const creds = join(lab.stateDir, 'nodes', 'node-a');
   const client = new ControllerClient({
     address: `${lab.state.hostIP}:15012`,
@@ -372,7 +372,7 @@ test('the CA refuses a certificate for a service account not on the asking node'
 });
 
 test('a policy change applies within a second and closes the live connections it denies', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   await setPolicies([]);
   const held = lab.exec('mesh/client', [process.execPath, join(FIXTURES, 'hold-conn.mjs'), '--target', 'server.mesh:80', '--timeout', '15000'], { stdio: 'pipe' });
   await eventually('the connection to be admitted', async () => {
@@ -395,7 +395,7 @@ test('a policy change applies within a second and closes the live connections it
 });
 
 test('bad policy YAML is refused with file, line and reason; the previous policy stays in force', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const deny = authz('deny-client', 'mesh', `${SEL}  action: DENY\n  rules:\n  - from: [{source: {principals: ["${principal('mesh', 'client')}"]}}]\n`);
   await setPolicies([deny]);
   assert.equal(await connects('mesh/client', 'server.mesh:80'), false);
@@ -423,7 +423,7 @@ test('bad policy YAML is refused with file, line and reason; the previous policy
 });
 
 test('certificate rotation: connections keep working across several rotations', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   const serials = new Set<string>();
   const certOf = async () => {
     const certs = await agentAdminGet<Array<{ identity: string; serial: string }>>(lab!.node('node-a').netnsPath, '/certs');
@@ -442,7 +442,7 @@ test('certificate rotation: connections keep working across several rotations', 
 });
 
 test('an agent asked to stop while peers hold HBONE connections to it exits by itself', async (t) => {
-  if (!lab) return t.skip('no lab');
+  if (!requireLab(t, lab)) return;
   // Pooled tunnels from node-a's proxies into node-b stay open for minutes after their streams end.
   assert.equal(await connects('mesh/client', 'server.mesh:80'), true);
   const log = lab.node('node-b').agentLog;
