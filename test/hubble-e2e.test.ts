@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
+import { ObserverClient } from '../agent/relay/client.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const run = promisify(execFile);
@@ -76,8 +77,19 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 test('lab up with a relay', async (t) => {
   if (!requirePrivileges(t)) return;
   lab = await labUp([join(FIXTURES, 'mesh-lab.yaml')], { name: LAB });
-  const { stdout } = await run(process.execPath, [WEFT, 'observe', '--last', '1', '-o', 'json']);
-  assert.equal(typeof stdout, 'string');
+  // The relay reaches every node's Observer API before any flow is asked for.
+  const relay = new ObserverClient('localhost:4245');
+  try {
+    const status = await eventually('the relay to connect both nodes', async () => {
+      const s = await relay.serverStatus(3000);
+      return Number(s.num_connected_nodes?.value ?? 0) === 2 ? s : undefined;
+    });
+    assert.equal(Number(status.num_unavailable_nodes?.value ?? 0), 0);
+    const nodes = (await relay.getNodes(3000)).nodes.map((n) => n.name).sort();
+    assert.deepEqual(nodes, ['node-a', 'node-b']);
+  } finally {
+    relay.close();
+  }
 });
 
 test('an allowed connection is FORWARDED in weft observe with pods, namespaces, identities, ports and bytes', async (t) => {
