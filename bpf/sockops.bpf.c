@@ -4,6 +4,10 @@
  * so the original destination recorded at connect() is copied under (netns, local address): that is
  * the accepted socket's peer address, the one key the proxy can compute. When the connection closes,
  * both records go and a CLOSED event carries bytes and duration for the flow pipeline.
+ *
+ * Same-node splice: with it on, every steered client socket, and every app socket accepting one of
+ * the proxy's splice-candidate upstream connections, goes into weft_splice_socks (so the sk_msg
+ * program sees what it sends) with a byte count created before it can send anything.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -38,6 +42,27 @@ static __always_inline void weft_local_addr(struct bpf_sock_ops *skops, struct w
 	}
 }
 
+static __always_inline void weft_watch_close(struct bpf_sock_ops *skops)
+{
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* Make the socket spliceable: a zero count first, then the sockhash. Returns 0 on success. */
+static __always_inline int weft_splice_candidate(struct bpf_sock_ops *skops)
+{
+	struct weft_splice_count zero = {};
+	struct weft_sock_key key = {};
+
+	WEFT_SOCK_KEY(&key, skops);
+	if (bpf_map_update_elem(&weft_splice_count, &key, &zero, BPF_NOEXIST))
+		return -1; /* full (or a stale entry): never spliced, everything goes through the proxy */
+	if (bpf_sock_hash_update(skops, &weft_splice_socks, &key, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&weft_splice_count, &key);
+		return -1;
+	}
+	return 0;
+}
+
 static __always_inline void weft_on_established(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -49,8 +74,40 @@ static __always_inline void weft_on_established(struct bpf_sock_ops *skops)
 	key.netns_cookie = od->netns_cookie;
 	weft_local_addr(skops, &key.src);
 	bpf_map_update_elem(&weft_dst_tuple, &key, od, BPF_ANY);
+	if (weft_splice_enabled())
+		weft_splice_candidate(skops);
 	/* ask for state changes so the close is seen and the records are removed */
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	weft_watch_close(skops);
+}
+
+/* An app accepted a connection: is it the proxy's splice-candidate upstream? */
+static __always_inline void weft_on_passive_established(struct bpf_sock_ops *skops)
+{
+	struct weft_upstream_key up = {};
+	__u8 *bits;
+
+	if (!weft_splice_enabled())
+		return;
+	weft_sockaddr_any(&up.src, skops->family, skops->remote_ip4, skops->remote_ip6[0],
+			  skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3],
+			  weft_port_from_be32(skops->remote_port));
+	up.dst_port = (__u16)skops->local_port;
+	bits = bpf_map_lookup_elem(&weft_upstreams, &up);
+	if (!bits || !(*bits & WEFT_UPSTREAM_SPLICE))
+		return;
+	if (weft_splice_candidate(skops) == 0)
+		weft_watch_close(skops);
+}
+
+/* A spliceable socket closed: its count goes unless the agent still holds the connection (armed
+ * or about to be); the agent reads the final count and removes both. */
+static __always_inline void weft_splice_on_close(struct bpf_sock_ops *skops)
+{
+	struct weft_sock_key key = {};
+
+	WEFT_SOCK_KEY(&key, skops);
+	if (!bpf_map_lookup_elem(&weft_splice_ctl, &key))
+		bpf_map_delete_elem(&weft_splice_count, &key);
 }
 
 static __always_inline void weft_on_close(struct bpf_sock_ops *skops)
@@ -85,9 +142,14 @@ int weft_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		weft_on_established(skops);
 		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		weft_on_passive_established(skops);
+		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == TCP_CLOSE_)
+		if (skops->args[1] == TCP_CLOSE_) {
 			weft_on_close(skops);
+			weft_splice_on_close(skops);
+		}
 		break;
 	default:
 		break;

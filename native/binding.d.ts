@@ -131,4 +131,6 @@ export interface Binding {
   listenInNetns(netnsPath: string, options: RawListenOptions): number;
   connectInNetns(netnsPath: string, options: RawConnectOptions): Promise<number>;
   socketCookie(fd: number): bigint;
+  tcpQueuedBytes(fd: number): bigint;
+  setSendBuffer(fd: number, bytes: number): void;
 }

@@ -118,6 +118,12 @@ export function connectInNetns(netnsPath: string, options: ConnectOptions): Prom
 export function socketCookie(fd: number): bigint {
   return binding.socketCookie(fd);
 }
+export function tcpQueuedBytes(fd: number): bigint {
+  return binding.tcpQueuedBytes(fd);
+}
+export function setSendBuffer(fd: number, bytes: number): void {
+  binding.setSendBuffer(fd, bytes);
+}
 export function libbpfVersion(): string {
   return binding.libbpfVersion();
 }

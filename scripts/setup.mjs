@@ -99,7 +99,11 @@ run('make', ['-s', '-C', 'bpf']);
 const addon = join(root, 'native', 'build', 'Release', 'weft_native.node');
 if (mtime(addon) < newestMtime([join(root, 'native', 'src'), join(root, 'native', 'binding.gyp')])) {
   say('building the native addon');
-  run(join(root, 'node_modules', '.bin', 'node-gyp'), ['rebuild', '--directory', 'native']);
+  // Headers of the running node, when its installation has them (distribution packages do):
+  // nothing to download then.
+  const prefix = dirname(dirname(process.execPath));
+  const nodedir = !process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node.h')) ? [`--nodedir=${prefix}`] : [];
+  run(join(root, 'node_modules', '.bin', 'node-gyp'), ['rebuild', '--directory', 'native', ...nodedir]);
 }
 
 // 7. TypeScript (incremental).

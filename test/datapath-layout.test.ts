@@ -7,6 +7,8 @@ import {
   decodeOriginalDst,
   decodeSockAddr,
   encodeIpKey,
+  encodeSockKey,
+  encodeSpliceCtl,
   encodeSockAddr,
   encodeTupleKey,
 } from '../agent/datapath/layout.js';
@@ -50,6 +52,20 @@ test('ip key: 16 address bytes then the family as u32', () => {
   assert.equal(k.length, 20);
   assert.deepEqual([...k.subarray(0, 4)], [10, 247, 2, 2]);
   assert.equal(hostOrder.u32.read(k, 16), 2);
+});
+
+test('splice key and control: netns then local and remote ends; 48 and 64 bytes', () => {
+  const target = { netnsCookie: 7n, local: { ip: '10.249.1.3', port: 40000 }, remote: { ip: '10.249.1.2', port: 5001 } };
+  const key = encodeSockKey(target);
+  assert.equal(key.length, 48);
+  assert.equal(hostOrder.u64.read(key, 0), 7n);
+  assert.deepEqual(decodeSockAddr(key, 8), target.local);
+  assert.deepEqual(decodeSockAddr(key, 28), target.remote);
+  const ctl = encodeSpliceCtl({ target, forwarded: 1n << 40n, armed: true });
+  assert.equal(ctl.length, 64);
+  assert.equal(ctl.subarray(0, 48).equals(key), true);
+  assert.equal(hostOrder.u64.read(ctl, 48), 1n << 40n);
+  assert.equal(hostOrder.u32.read(ctl, 56), 1);
 });
 
 test('original destination and event records decode from the C layout', () => {

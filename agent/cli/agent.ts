@@ -12,6 +12,7 @@ import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { readFileSync } from 'node:fs';
 import { cgroup2Root } from '../system/mounts.js';
 import { hostname } from 'node:os';
+import { parseFastPaths } from '../ztunnel/fast-paths.js';
 
 export const AGENT_USAGE = `usage: weft agent [options]
   --node NAME                   this node's name (default: the host name)
@@ -34,6 +35,7 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --flow-log FILE               every flow as one Hubble JSON line, rotated by size
   --flow-log-max-size BYTES     rotate after this many bytes (default 100 MiB)
   --flow-log-filter JSON        {"whitelist":[FlowFilter...],"blacklist":[...]} for the flow log
+  --fast-paths LIST             splice,hbone | all | none (default all; also WEFT_FAST_PATHS)
   --log-level LEVEL             trace|debug|info|warn|error (default info)`;
 
 function ports(value: string | undefined, flag: string): number[] {
@@ -87,6 +89,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'flow-log-max-size': { type: 'string' },
       'flow-log-filter': { type: 'string' },
       'log-level': { type: 'string' },
+      'fast-paths': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -137,6 +140,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
           }),
         }
       : {}),
+    fastPaths: parseFastPaths(values['fast-paths'] ?? process.env.WEFT_FAST_PATHS ?? 'all', values['fast-paths'] ? '--fast-paths' : 'WEFT_FAST_PATHS'),
     version: `weft/${weftVersion()}`,
     log,
   });

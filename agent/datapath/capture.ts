@@ -8,13 +8,18 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfLink, BpfMap, BpfObject, type BpfProgram } from '../../native/index.js';
+import { BpfLink, BpfMap, BpfObject, type BpfProgram, type SockmapAttachment } from '../../native/index.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { cgroupId, ensureBpffs } from '../system/mounts.js';
 import {
+  ConfigBits,
   EnrollState,
   ExcludeBits,
+  UpstreamBits,
+  encodeConfig,
+  encodeSockKey,
+  encodeSpliceCtl,
   decodeEnrollment,
   decodeOriginalDst,
   decodePort,
@@ -27,6 +32,8 @@ import {
   encodeU64,
   type OriginalDst,
   type SockAddr,
+  type SockKey,
+  type SpliceCtl,
 } from './layout.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -67,6 +74,8 @@ export class CaptureDatapath {
   readonly upstreams: BpfMap;
   readonly events: BpfMap;
   readonly eventsLost: BpfMap;
+  private spliceVerdict: SockmapAttachment | undefined;
+  private readonly splice: { socks: BpfMap; ctl: BpfMap; count: BpfMap; config: BpfMap };
   readonly report: AttachReport = { attached: [], adopted: [] };
   private closed = false;
 
@@ -76,7 +85,7 @@ export class CaptureDatapath {
     const build = bpfBuildDir();
     const programs = new Map<string, BpfProgram>();
     try {
-      for (const file of ['cgroup_connect.bpf.o', 'sockops.bpf.o', 'sk_lookup.bpf.o']) {
+      for (const file of ['cgroup_connect.bpf.o', 'sockops.bpf.o', 'sk_lookup.bpf.o', 'splice.bpf.o']) {
         const obj = BpfObject.open(join(build, file), { pinRoot: this.mapsDir });
         this.objects.push(obj);
         obj.load();
@@ -94,6 +103,12 @@ export class CaptureDatapath {
     this.upstreams = first.map('weft_upstreams');
     this.events = first.map('weft_events');
     this.eventsLost = first.map('weft_ev_lost');
+    this.splice = {
+      socks: first.map('weft_splice_socks'),
+      ctl: first.map('weft_splice_ctl'),
+      count: first.map('weft_splice_count'),
+      config: first.map('weft_config'),
+    };
     const sk = programs.get('weft_sk_lookup');
     if (!sk) throw new WeftError(ErrorCodes.BPF, 'sk_lookup.bpf.o has no weft_sk_lookup program');
     this.skLookup = sk;
@@ -103,6 +118,14 @@ export class CaptureDatapath {
       this.attachCgroupProgram(name, prog);
     }
     this.setExcludedPorts(options.excludeOutboundPorts ?? [], options.excludeInboundPorts ?? []);
+    const msg = programs.get('weft_splice_msg');
+    if (!msg) throw new WeftError(ErrorCodes.BPF, 'splice.bpf.o has no weft_splice_msg program');
+    // The verdict program is attached to the sockhash while this agent runs: the sockets it joins
+    // are this agent's anyway, and without it every message simply goes to the proxy.
+    this.spliceVerdict = msg.attachSockmap(this.splice.socks);
+    // No connection of an earlier agent survives it (its proxy sockets died with it): start clean.
+    for (const m of [this.splice.ctl, this.splice.count]) for (const k of m.keys()) m.delete(k);
+    this.setSplice(false);
   }
 
   /** Load the programs and attach them, adopting whatever a previous agent left pinned. */
@@ -222,10 +245,34 @@ export class CaptureDatapath {
    * The proxy is about to connect to an app from `src` (the client's address, transparently): let
    * that connection through inbound capture. Returns the function that forgets it again.
    */
-  allowUpstream(src: SockAddr, dstPort: number): () => void {
+  allowUpstream(src: SockAddr, dstPort: number, opts: { splice?: boolean } = {}): () => void {
     const key = encodeUpstreamKey(src, dstPort);
-    this.upstreams.update(key, Buffer.from([1]));
+    this.upstreams.update(key, Buffer.from([UpstreamBits.PASS | (opts.splice ? UpstreamBits.SPLICE : 0)]));
     return () => void this.upstreams.delete(key);
+  }
+
+  // --- same-node splice (bpf/splice.bpf.c) --------------------------------------------------------
+
+  /** Whether sockops makes new connections spliceable at all. */
+  setSplice(enabled: boolean): void {
+    this.splice.config.update(Buffer.alloc(4), encodeConfig(enabled ? ConfigBits.SPLICE : 0));
+  }
+
+  /** Put one of the proxy's own sockets in the sockhash so app bytes can be redirected into it. */
+  addSpliceTarget(key: SockKey, fd: number): void {
+    this.splice.socks.updateSocket(encodeSockKey(key), fd);
+  }
+
+  /** Arm (or re-arm with a new `forwarded`) the splice of one app socket. */
+  armSplice(app: SockKey, ctl: SpliceCtl): void {
+    this.splice.ctl.update(encodeSockKey(app), encodeSpliceCtl(ctl));
+  }
+
+  /** The connection is over: forget the app socket's control and count. */
+  endSplice(app: SockKey): void {
+    const key = encodeSockKey(app);
+    this.splice.ctl.delete(key);
+    this.splice.count.delete(key);
   }
 
   /** The original destination of a connection the outbound listener of netns `netnsCookie` accepted. */
@@ -247,6 +294,8 @@ export class CaptureDatapath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.spliceVerdict?.detach();
+    this.spliceVerdict = undefined;
     for (const link of [...this.cgroupLinks.values(), ...this.netnsLinks.values()]) link.close();
     this.cgroupLinks.clear();
     this.netnsLinks.clear();

@@ -15,6 +15,8 @@ export const EnrollState = { READY: 1, PENDING: 2 } as const;
 export type EnrollState = (typeof EnrollState)[keyof typeof EnrollState];
 
 export const ExcludeBits = { OUTBOUND: 1, INBOUND: 2 } as const;
+/** Bits of weft_upstreams values. */
+export const UpstreamBits = { PASS: 1, SPLICE: 2 } as const;
 
 export const EventKind = { 1: 'STEERED', 2: 'PASSED', 3: 'REFUSED', 4: 'CLOSED' } as const;
 export type EventKindName = (typeof EventKind)[keyof typeof EventKind];
@@ -74,6 +76,9 @@ const sockAddr: Codec<SockAddr> = {
 
 const Enrollment = struct({ state: u32, pad: pad(4) }, { size: 8 });
 const OriginalDstC = struct({ dst: sockAddr, netns_cookie: u64, start_ns: u64 }, { size: 40 });
+const SockKeyC = struct({ netns_cookie: u64, local: sockAddr, remote: sockAddr }, { size: 48 });
+const SpliceCtlC = struct({ target: SockKeyC, forwarded: u64, armed: u32, pad: pad(4) }, { size: 64 });
+const Config = struct({ flags: u32, pad: pad(4) }, { size: 8 });
 const TupleKey = struct({ netns_cookie: u64, src: sockAddr }, { size: 32 });
 const IpKey = struct({ addr: ip16, family: u32 }, { size: 20 });
 const UpstreamKey = struct({ src: sockAddr, dst_port: u16, pad: pad(2) }, { size: 24 });
@@ -133,6 +138,33 @@ export interface OriginalDst {
 export function decodeOriginalDst(b: Buffer): OriginalDst {
   const v = decode(OriginalDstC, b);
   return { dst: v.dst, netnsCookie: v.netns_cookie, startNs: v.start_ns };
+}
+
+/** struct weft_sock_key: a connected socket by its netns and both ends. */
+export interface SockKey {
+  netnsCookie: bigint;
+  local: SockAddr;
+  remote: SockAddr;
+}
+export function encodeSockKey(k: SockKey): Buffer {
+  return encode(SockKeyC, { netns_cookie: k.netnsCookie, local: k.local, remote: k.remote });
+}
+
+/** struct weft_splice_ctl: the agent's half of a splice. */
+export interface SpliceCtl {
+  target: SockKey;
+  forwarded: bigint;
+  armed: boolean;
+}
+export function encodeSpliceCtl(c: SpliceCtl): Buffer {
+  const target = { netns_cookie: c.target.netnsCookie, local: c.target.local, remote: c.target.remote };
+  return encode(SpliceCtlC, { target, forwarded: c.forwarded, armed: c.armed ? 1 : 0 });
+}
+
+/** struct weft_config and its bits. */
+export const ConfigBits = { SPLICE: 1 } as const;
+export function encodeConfig(flags: number): Buffer {
+  return encode(Config, { flags });
 }
 
 /** struct weft_tuple_key: the client socket's local address inside its netns. */

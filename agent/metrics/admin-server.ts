@@ -4,6 +4,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type AdminRoutes = Record<string, () => unknown>;
+/** POST handlers take the query string; a thrown error is the caller's mistake (400). */
+export type AdminActions = Record<string, (query: URLSearchParams) => unknown>;
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2);
@@ -47,9 +49,21 @@ export class AdminServer {
   private readonly server: http.Server;
   port = 0;
 
-  constructor(private readonly routes: AdminRoutes) {
+  constructor(
+    private readonly routes: AdminRoutes,
+    private readonly actions: AdminActions = {},
+  ) {
     this.server = http.createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      const url = new URL(req.url ?? '/', 'http://admin');
+      const path = url.pathname;
+      const action = this.actions[path];
+      if (req.method === 'POST' && action) {
+        try {
+          return json(res, 200, action(url.searchParams));
+        } catch (err) {
+          return json(res, 400, { error: err instanceof Error ? err.message : String(err) });
+        }
+      }
       const route = this.routes[path];
       if (req.method !== 'GET') return json(res, 405, { error: 'method not allowed' });
       if (!route) return json(res, 404, { error: 'not found', paths: Object.keys(this.routes) });

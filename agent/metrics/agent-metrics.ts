@@ -442,7 +442,7 @@ export class AgentMetrics {
     const dst = this.side(flow.destination);
     const svc = flow.destination_service;
     const reporter = flow.traffic_direction === 'INGRESS' ? 'destination' : flow.traffic_direction === 'EGRESS' ? 'source' : UNKNOWN;
-    const security = info?.security === 'mutual_tls' || info?.security === 'none' ? info.security : UNKNOWN;
+    const security = info?.security === 'mutual_tls' || info?.security === 'none' || info?.security === 'node_local' ? info.security : UNKNOWN;
     const byName: Record<IstioLabel, string> = {
       reporter,
       source_workload: src.workload,

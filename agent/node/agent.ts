@@ -20,6 +20,7 @@ import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
 import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';
+import { formatFastPaths, parseFastPaths, type FastPaths } from '../ztunnel/fast-paths.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
 
 export interface AgentOptions {
@@ -41,6 +42,8 @@ export interface AgentOptions {
   metricsPort: number;
   flowRingSize: number;
   flowLog?: FlowLog;
+  /** Fast paths on at start; the admin API can change them (new connections only). */
+  fastPaths: FastPaths;
   version: string;
   log: Logger;
 }
@@ -71,10 +74,12 @@ export class NodeAgent {
   private readonly observer: ObserverServer;
   private readonly flows: FlowPipeline;
   private lostSeen = 0n;
+  private fastPaths: FastPaths;
   private housekeeping: NodeJS.Timeout | undefined;
 
   private constructor(private readonly options: AgentOptions) {
     this.trustDomain = options.trustDomain;
+    this.fastPaths = { ...options.fastPaths };
     this.identities = new IdentityManager({ ca: options.ca, trustDomain: options.trustDomain, ttlSeconds: options.certTtlSeconds, log: options.log });
     this.pool = new HbonePool(() => this.trustDomain, options.log);
     this.store = new FlowStore(options.flowRingSize, options.node);
@@ -100,6 +105,10 @@ export class NodeAgent {
       '/certs': () => this.identities.snapshot(),
       '/stats/capture': () => this.captureStats(),
       '/healthz/ready': () => this.readyState(),
+      '/fast_paths': () => ({ fastPaths: formatFastPaths(this.fastPaths) }),
+    }, {
+      // POST /fast_paths?set=splice,hbone (or all, none): for new connections from now on.
+      '/fast_paths': (q) => ({ fastPaths: formatFastPaths(this.setFastPaths(parseFastPaths(q.get('set') ?? '', 'set'))) }),
     });
   }
 
@@ -118,7 +127,8 @@ export class NodeAgent {
       excludeInboundPorts: this.options.excludeInboundPorts,
       log,
     });
-    log.info({ ...this.datapath.report, cgroup: this.options.cgroup, bpffs: this.options.bpffs }, 'capture datapath loaded');
+    this.setFastPaths(this.fastPaths);
+    log.info({ ...this.datapath.report, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
     this.events = new CaptureEventStream(this.datapath, log);
     this.events.subscribe((e) => {
       if (e.kind === 'REFUSED') log.info({ event: e }, 'capture refused a connection');
@@ -172,6 +182,18 @@ export class NodeAgent {
     this.reconciling = this.reconciling.then(() => this.reconcile());
   }
 
+  private setFastPaths(f: FastPaths): FastPaths {
+    this.fastPaths = { ...f };
+    this.datapath.setSplice(f.splice);
+    this.options.log.info({ fastPaths: formatFastPaths(f) }, 'fast paths set');
+    return this.fastPaths;
+  }
+
+  private proxyByIp(ip: string): PodProxy | undefined {
+    for (const p of this.proxies.values()) if (p.workload.ip === ip) return p;
+    return undefined;
+  }
+
   /** Bring certificates and in-pod proxies in line with the enrolled pods of this node. */
   private async reconcile(): Promise<void> {
     const want = new Map<string, EnrolledWorkload>();
@@ -208,6 +230,8 @@ export class NodeAgent {
             pool: this.pool,
             log: this.options.log,
             flows: (e) => this.flows.connection(e),
+            fastPaths: () => this.fastPaths,
+            localProxy: (ip) => this.proxyByIp(ip),
           });
           this.proxies.set(key, proxy);
           this.failed.delete(key);

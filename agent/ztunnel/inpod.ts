@@ -23,6 +23,8 @@ import type { ClusterState, Target, Workload } from '../state/cluster-state.js';
 import type { ConnectionEvent } from '../flows/builder.js';
 import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
+import type { FastPaths } from './fast-paths.js';
+import { spliceBidirectional } from './splice.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, forwardedFor, parseAuthority } from './hbone.js';
 import type { HbonePool } from './hbone-pool.js';
 import { HboneRefused } from './hbone-pool.js';
@@ -38,13 +40,29 @@ export interface PodProxyDeps {
   log: Logger;
   /** Every connection's outcome, for flows and metrics. */
   flows: (e: ConnectionEvent) => void;
+  fastPaths: () => FastPaths;
+  /** The proxy of an enrolled pod on this node, by pod IP (same-node fast path). */
+  localProxy: (ip: string) => PodProxy | undefined;
+}
+
+type InboundKind = 'hbone' | 'plaintext' | 'local';
+
+/** What an admitted connection carried: client → app and app → client, and of that, how much the
+ * kernel carried around the proxy (same-node splice). */
+interface Relayed {
+  error?: Error;
+  received: number;
+  sent: number;
+  spliced?: { received: number; sent: number };
 }
 
 export type EnrolledWorkload = Workload & { netns: string; ip: string };
 
 export interface PodProxyStats {
-  outbound: { accepted: number; forwarded: number; hbone: number; passthrough: number; noOriginalDst: number; noEndpoint: number; upstreamFailed: number; denied: number };
-  inbound: { accepted: number; forwarded: number; hbone: number; plaintext: number; denied: number; badRequest: number; upstreamFailed: number; closedByPolicy: number };
+  outbound: { accepted: number; forwarded: number; hbone: number; local: number; passthrough: number; noOriginalDst: number; noEndpoint: number; upstreamFailed: number; denied: number };
+  inbound: { accepted: number; forwarded: number; hbone: number; local: number; plaintext: number; denied: number; badRequest: number; upstreamFailed: number; closedByPolicy: number };
+  /** Same-node connections whose bytes (some or all) went around the proxy, and how many bytes. */
+  spliced: { connections: number; bytes: number };
   active: number;
 }
 
@@ -65,8 +83,9 @@ export class PodProxy {
   private readonly log: Logger;
   private readonly onRotated: (key: string, cert: WorkloadCertificate) => void;
   readonly stats: PodProxyStats = {
-    outbound: { accepted: 0, forwarded: 0, hbone: 0, passthrough: 0, noOriginalDst: 0, noEndpoint: 0, upstreamFailed: 0, denied: 0 },
-    inbound: { accepted: 0, forwarded: 0, hbone: 0, plaintext: 0, denied: 0, badRequest: 0, upstreamFailed: 0, closedByPolicy: 0 },
+    outbound: { accepted: 0, forwarded: 0, hbone: 0, local: 0, passthrough: 0, noOriginalDst: 0, noEndpoint: 0, upstreamFailed: 0, denied: 0 },
+    inbound: { accepted: 0, forwarded: 0, hbone: 0, local: 0, plaintext: 0, denied: 0, badRequest: 0, upstreamFailed: 0, closedByPolicy: 0 },
+    spliced: { connections: 0, bytes: 0 },
     active: 0,
   };
 
@@ -180,7 +199,66 @@ export class PodProxy {
       client.resetAndDestroy();
       return;
     }
-    void this.forwardOutbound(client, record.dst, target);
+    const local = target.workload && this.deps.fastPaths().splice ? this.localPeer(target) : undefined;
+    if (local) void this.forwardLocal(client, record.dst, target, local);
+    else void this.forwardOutbound(client, record.dst, target);
+  }
+
+  /** The proxy of the target's pod when it is an enrolled pod on this node. */
+  private localPeer(target: Target): PodProxy | undefined {
+    const w = this.deps.state().workloadByKey(target.workload!);
+    if (!w?.enrolled || !w.ip || w.ip !== target.addr.ip) return undefined;
+    return this.deps.localProxy(w.ip);
+  }
+
+  /**
+   * Same-node fast path: the destination pod's proxy is in this process, so the connection is handed
+   * to it directly (no HBONE: the bytes never leave the node, and both identities are this agent's
+   * own knowledge). It authorizes, connects to the app and splices the two in the kernel.
+   */
+  private async forwardLocal(client: net.Socket, dst: SockAddr, target: Target, peer: PodProxy): Promise<void> {
+    const started = Date.now();
+    this.stats.outbound.local++;
+    const state = this.deps.state();
+    const srcId = state.identityOf(this.workload);
+    const relayed = await peer.admitLocal({ workload: this.workload, id: srcId, netnsCookie: this.cookie }, client, target.addr.port);
+    if (!relayed) {
+      this.stats.outbound.denied++;
+      return;
+    }
+    this.stats.outbound.forwarded++;
+    this.deps.flows({
+      direction: 'outbound',
+      verdict: 'FORWARDED',
+      src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
+      dst: target.addr,
+      srcWorkload: this.workload.key,
+      ...(target.workload ? { dstWorkload: target.workload } : {}),
+      ...(target.service ? { service: target.service } : {}),
+      info: {
+        source_principal: principalOf(srcId),
+        destination_principal: principalOf(state.identityOf(peer.workload)),
+        bytes_sent: relayed.received,
+        bytes_received: relayed.sent,
+        duration_ms: Date.now() - started,
+        security: 'node_local',
+      },
+    });
+    this.log.info(
+      {
+        direction: 'outbound',
+        transport: 'local',
+        dst: formatAuthority(dst.ip, dst.port),
+        endpoint: formatAuthority(target.addr.ip, target.addr.port),
+        dstWorkload: target.workload,
+        bytesSent: relayed.received,
+        bytesReceived: relayed.sent,
+        spliced: relayed.spliced,
+        durationMs: Date.now() - started,
+        ...(relayed.error ? { err: relayed.error.message } : {}),
+      },
+      'connection complete',
+    );
   }
 
   private async forwardOutbound(client: net.Socket, dst: SockAddr, target: Target): Promise<void> {
@@ -310,7 +388,7 @@ export class PodProxy {
     // its address is the tunnel's source, which the client's netns chose, so that is what counts.
     const from = forwardedFor(headers.forwarded);
     const srcPort = from?.ip === attrs.sourceIp ? from.port : (socket?.remotePort ?? 0);
-    await this.admit('hbone', stream, attrs, srcPort, peer.id, (status) => refuse(status), () => stream.respond({ ':status': 200 }));
+    await this.admit({ kind: 'hbone', downstream: stream, attrs, srcPort, peer: peer.id, refuse: (status) => refuse(status), accept: () => stream.respond({ ':status': 200 }) });
   }
 
   private async onPlaintextInbound(conn: net.Socket): Promise<void> {
@@ -342,19 +420,52 @@ export class PodProxy {
       conn.resetAndDestroy();
       return;
     }
-    await this.admit('plaintext', conn, attrs, conn.remotePort ?? 0, undefined, () => conn.resetAndDestroy(), () => undefined);
+    await this.admit({ kind: 'plaintext', downstream: conn, attrs, srcPort: conn.remotePort ?? 0, refuse: () => conn.resetAndDestroy(), accept: () => undefined });
   }
 
-  /** L4 policy, then the app from the client's own address, then copy both ways. */
-  private async admit(
-    kind: 'hbone' | 'plaintext',
-    downstream: Duplex,
-    attrs: ConnectionAttrs,
-    srcPort: number,
-    peer: SpiffeId | undefined,
-    refuse: (status: number) => void,
-    accept: () => void,
-  ): Promise<void> {
+  /**
+   * A same-node client handed over by its own pod's proxy. The source is known without a handshake:
+   * this agent enrolled that pod and holds its identity. Resolves with what was relayed, or
+   * undefined when the connection was refused.
+   */
+  async admitLocal(from: { workload: EnrolledWorkload; id: SpiffeId; netnsCookie: bigint }, client: net.Socket, dstPort: number): Promise<Relayed | undefined> {
+    this.stats.inbound.accepted++;
+    const fromId = from.id;
+    const attrs: ConnectionAttrs = {
+      sourcePrincipal: principalOf(fromId),
+      sourceNamespace: fromId.namespace,
+      sourceIp: from.workload.ip,
+      destinationIp: this.workload.ip,
+      destinationPort: dstPort,
+    };
+    return this.admit({
+      kind: 'local',
+      downstream: client,
+      attrs,
+      srcPort: client.remotePort ?? 0,
+      peer: fromId,
+      refuse: () => client.resetAndDestroy(),
+      accept: () => undefined,
+      clientNetns: from.netnsCookie,
+    });
+  }
+
+  /**
+   * L4 policy, then the app from the client's own address, then copy both ways (or splice, for a
+   * same-node client). Resolves with what was relayed, or undefined when refused.
+   */
+  private async admit(c: {
+    kind: InboundKind;
+    downstream: Duplex;
+    attrs: ConnectionAttrs;
+    srcPort: number;
+    peer?: SpiffeId;
+    refuse: (status: number) => void;
+    accept: () => void;
+    /** local: the client pod's netns cookie (where the client-facing socket lives), for the splice. */
+    clientNetns?: bigint;
+  }): Promise<Relayed | undefined> {
+    const { kind, downstream, attrs, srcPort, peer, refuse, accept } = c;
     const started = Date.now();
     const srcIdentity = peer ? formatSpiffeId(peer) : undefined;
     const state = this.deps.state();
@@ -364,10 +475,11 @@ export class PodProxy {
       dst: { ip: attrs.destinationIp, port: attrs.destinationPort },
       dstWorkload: this.workload.key,
     };
+    const security = kind === 'local' ? 'node_local' : peer ? 'mutual_tls' : 'none';
     const principals = {
       ...(peer ? { source_principal: principalOf(peer) } : {}),
       destination_principal: principalOf(state.identityOf(this.workload)),
-      security: peer ? 'mutual_tls' : 'none',
+      security,
     };
     const fields = {
       direction: 'inbound',
@@ -375,27 +487,32 @@ export class PodProxy {
       src: attrs.sourceIp,
       dst: formatAuthority(attrs.destinationIp, attrs.destinationPort),
       dstIdentity: `spiffe://${this.deps.state().trustDomain}/ns/${this.workload.namespace}/sa/${this.workload.serviceAccount}`,
-      ...(srcIdentity ? { srcIdentity, security: 'mutual_tls' } : { security: 'none' }),
+      ...(srcIdentity ? { srcIdentity } : {}),
+      security,
     };
     const decision = this.decide(attrs);
     if (!decision.allowed) {
       this.stats.inbound.denied++;
       this.log.info({ ...fields, reason: decision.reason }, 'inbound connection denied');
       this.deps.flows({ ...flowBase, verdict: 'DROPPED', dropReason: 'POLICY_DENIED', info: { ...principals, reason: decision.reason, ...(decision.policy ? { policy: decision.policy } : {}) } });
-      return refuse(401);
+      refuse(401);
+      return undefined;
     }
-    let app: net.Socket;
+    let upstream: AppConnection;
     try {
-      app = await this.connectToApp(attrs);
+      upstream = await this.connectToApp(attrs, { splice: kind === 'local' });
     } catch (err) {
       this.stats.inbound.upstreamFailed++;
       this.log.info({ ...fields, err: errorMessage(err) }, 'app did not accept the connection');
       this.deps.flows({ ...flowBase, verdict: 'ERROR', info: { ...principals, reason: `app did not accept: ${errorMessage(err)}` } });
-      return refuse(503);
+      refuse(503);
+      return undefined;
     }
+    const { app } = upstream;
     if (downstream.destroyed) {
+      upstream.release();
       app.destroy();
-      return;
+      return undefined;
     }
     accept();
     this.track(downstream);
@@ -410,24 +527,42 @@ export class PodProxy {
       },
     };
     this.admitted.add(entry);
-    const result = await copyBidirectional(downstream, app);
+    const relayed = kind === 'local' && c.clientNetns !== undefined ? await this.relaySpliced(downstream as net.Socket, c.clientNetns, app) : await relayCopied(downstream, app);
+    upstream.release();
     this.admitted.delete(entry);
+    if (relayed.spliced && relayed.spliced.received + relayed.spliced.sent > 0) {
+      this.stats.spliced.connections++;
+      this.stats.spliced.bytes += relayed.spliced.received + relayed.spliced.sent;
+    }
     this.deps.flows({
       ...flowBase,
       verdict: 'FORWARDED',
-      info: { ...principals, bytes_sent: app.bytesWritten, bytes_received: app.bytesRead, duration_ms: Date.now() - started, ...(decision.policy ? { policy: decision.policy } : {}) },
+      info: { ...principals, bytes_sent: relayed.received, bytes_received: relayed.sent, duration_ms: Date.now() - started, ...(decision.policy ? { policy: decision.policy } : {}) },
     });
     this.log.info(
       {
         ...fields,
         policy: decision.policy ?? null,
-        bytesReceived: app.bytesWritten,
-        bytesSent: app.bytesRead,
+        bytesReceived: relayed.received,
+        bytesSent: relayed.sent,
+        ...(relayed.spliced ? { spliced: relayed.spliced } : {}),
         durationMs: Date.now() - started,
-        ...(result.error ? { err: result.error.message } : {}),
+        ...(relayed.error ? { err: relayed.error.message } : {}),
       },
       'connection complete',
     );
+    return relayed;
+  }
+
+  /** Same-node: copy while the kernel may not splice yet, then let it. */
+  private async relaySpliced(down: net.Socket, downNetns: bigint, up: net.Socket): Promise<Relayed> {
+    const r = await spliceBidirectional(this.deps.datapath, { down, downNetns, up, upNetns: this.cookie });
+    return {
+      ...(r.error ? { error: r.error } : {}),
+      received: r.clientBytes,
+      sent: r.serverBytes,
+      spliced: { received: r.splicedClientBytes, sent: r.splicedServerBytes },
+    };
   }
 
   private decide(attrs: ConnectionAttrs): ReturnType<typeof authorize> {
@@ -439,11 +574,14 @@ export class PodProxy {
    * Connect to the app inside the pod from the client's own address, so the app sees its real peer.
    * The source port is ours to choose; it is registered so inbound capture lets this one through.
    */
-  private async connectToApp(attrs: ConnectionAttrs): Promise<net.Socket> {
+  private async connectToApp(attrs: ConnectionAttrs, opts: { splice: boolean }): Promise<AppConnection> {
     await this.routing.ensurePort(attrs.destinationPort);
     for (let attempt = 0; ; attempt++) {
       const src = { ip: attrs.sourceIp, port: randomInt(20000, 61000) };
-      const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort);
+      // A splice candidate stays registered while it lives: sockops looks it up when the app
+      // accepts, and the agent reads back the app's socket cookie from there.
+      const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort, { splice: opts.splice });
+      let connected = false;
       try {
         const fd = await connectInNetns(this.workload.netns, {
           host: attrs.destinationIp,
@@ -454,12 +592,14 @@ export class PodProxy {
           mark: PROXY_MARK,
           timeoutMs: CONNECT_TIMEOUT_MS,
         });
-        return new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+        connected = true;
+        const app = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+        return { app, release: opts.splice ? forget : () => undefined };
       } catch (err) {
         const busy = err instanceof SyscallError && (err.errnoName === 'EADDRINUSE' || err.errnoName === 'EADDRNOTAVAIL');
         if (!busy || attempt >= 8) throw err;
       } finally {
-        forget();
+        if (!connected || !opts.splice) forget();
       }
     }
   }
@@ -512,6 +652,17 @@ export class PodProxy {
     for (const s of this.sockets) s.destroy();
     for (const session of this.sessions) session.destroy();
   }
+}
+
+/** The proxy's connection to an app, and what undoes its registration with inbound capture. */
+interface AppConnection {
+  app: net.Socket;
+  release: () => void;
+}
+
+async function relayCopied(downstream: Duplex, app: net.Socket): Promise<Relayed> {
+  const result = await copyBidirectional(downstream, app);
+  return { ...(result.error ? { error: result.error } : {}), received: app.bytesWritten, sent: app.bytesRead };
 }
 
 function listenOn(server: net.Server, fd: number): Promise<void> {

@@ -63,6 +63,45 @@ struct weft_upstream_key {
 	__u16 pad;
 };
 
+/* Bits of weft_upstreams values. */
+#define WEFT_UPSTREAM_PASS 1   /* sk_lookup lets the SYN reach the app */
+#define WEFT_UPSTREAM_SPLICE 2 /* sockops puts the app's accepted socket in weft_splice_socks */
+
+/*
+ * Same-node splice (sockhash + sk_msg). The proxy relays a same-node connection through two sockets
+ * of its own: P1 (accepted from the client app C) and P2 (connected to the server app S). Once the
+ * proxy has authorized the connection it arms the splice: what C sends is pushed by the kernel
+ * straight into P2's send queue (so it reaches S), and what S sends into P1's (so it reaches C).
+ * Bytes a socket sent before the splice went through the proxy; a redirect is allowed only once the
+ * proxy has written every one of them onward (forwarded == passed), so nothing can overtake them.
+ */
+/* A connected socket, as sk_msg can name it (it has no socket cookie): its netns and both ends.
+ * An IPv4-mapped IPv6 address is stored as plain IPv4, so the agent can compute every key. */
+struct weft_sock_key {
+	__u64 netns_cookie;
+	struct weft_sockaddr local;
+	struct weft_sockaddr remote;
+};
+
+struct weft_splice_ctl { /* written by the agent only; keyed by the app socket */
+	struct weft_sock_key target; /* the proxy socket whose send queue takes this app's bytes */
+	__u64 forwarded;	     /* bytes of this app socket the proxy has written to target */
+	__u32 armed;
+	__u32 pad;
+};
+
+struct weft_splice_count { /* written by the kernel side only; keyed by the app socket */
+	__u64 passed; /* bytes sent through the proxy (sk_msg SK_PASS) */
+};
+
+/* weft_config[0]: WEFT_CFG_* bits the agent sets. */
+#define WEFT_CFG_SPLICE 1
+
+struct weft_config {
+	__u32 flags;
+	__u32 pad;
+};
+
 /* Bits of weft_excluded_ports values. */
 #define WEFT_EXCLUDE_OUTBOUND 1
 #define WEFT_EXCLUDE_INBOUND 2

@@ -55,6 +55,52 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_upstreams SEC(".maps");
 
+/* Same-node splice: app and proxy sockets (sk_msg redirects between them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 131072);
+	__type(key, struct weft_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_splice_socks SEC(".maps");
+
+/* Same-node splice control, by app socket: the agent arms it. No prealloc, so a reader
+ * always sees one whole value even while the agent replaces it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct weft_sock_key);
+	__type(value, struct weft_splice_ctl);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_splice_ctl SEC(".maps");
+
+/* Bytes each spliceable app socket sent through the proxy and around it. Created by sockops when
+ * the socket is established (before it can send), so no byte is ever uncounted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct weft_sock_key);
+	__type(value, struct weft_splice_count);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_splice_count SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weft_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_config SEC(".maps");
+
+static __always_inline int weft_splice_enabled(void)
+{
+	__u32 zero = 0;
+	struct weft_config *cfg = bpf_map_lookup_elem(&weft_config, &zero);
+
+	return cfg && (cfg->flags & WEFT_CFG_SPLICE);
+}
+
 /* Ports never captured: port (host order) -> WEFT_EXCLUDE_* bits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

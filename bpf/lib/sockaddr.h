@@ -35,4 +35,37 @@ static __always_inline int weft_is_loopback_v4(__u32 ip_be)
 	return (bpf_ntohl(ip_be) >> 24) == 127;
 }
 
+/* A port the kernel hands over "in network byte order" in a __u32: some context types put it in the
+ * upper half (sock_ops, sk_msg on little-endian), some in the lower; a connected port is never 0. */
+static __always_inline __u16 weft_port_from_be32(__u32 v)
+{
+	return v > 0xffff ? (__u16)bpf_ntohl(v) : bpf_ntohs((__u16)v);
+}
+
+/* One end of a connected socket; IPv4-mapped IPv6 is stored as IPv4 (see struct weft_sock_key). */
+static __always_inline void weft_sockaddr_any(struct weft_sockaddr *sa, __u32 family, __u32 ip4,
+					      __u32 w0, __u32 w1, __u32 w2, __u32 w3, __u16 port)
+{
+	if (family == WEFT_AF_INET) {
+		weft_sockaddr_v4(sa, ip4, port);
+	} else if (weft_is_v4_mapped(w0, w1, w2)) {
+		weft_sockaddr_v4(sa, w3, port);
+	} else {
+		__u32 ip6[4] = { w0, w1, w2, w3 };
+
+		weft_sockaddr_v6(sa, ip6, port);
+	}
+}
+
+#define WEFT_SOCK_KEY(key, ctx)                                                                     \
+	do {                                                                                        \
+		(key)->netns_cookie = bpf_get_netns_cookie(ctx);                                    \
+		weft_sockaddr_any(&(key)->local, (ctx)->family, (ctx)->local_ip4,                   \
+				  (ctx)->local_ip6[0], (ctx)->local_ip6[1], (ctx)->local_ip6[2],    \
+				  (ctx)->local_ip6[3], (__u16)(ctx)->local_port);                   \
+		weft_sockaddr_any(&(key)->remote, (ctx)->family, (ctx)->remote_ip4,                 \
+				  (ctx)->remote_ip6[0], (ctx)->remote_ip6[1], (ctx)->remote_ip6[2], \
+				  (ctx)->remote_ip6[3], weft_port_from_be32((ctx)->remote_port));   \
+	} while (0)
+
 #endif /* __WEFT_SOCKADDR_H */

@@ -4,6 +4,7 @@
 // thread's original netns is always restored. The JS thread never calls setns(2).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -317,6 +318,38 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, cookie);
 }
 
+int FdArg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw UsageErr(info.Env(), "fd must be a number");
+  return info[0].As<Napi::Number>().Int32Value();
+}
+
+// Every data byte ever queued on a TCP socket: sent once (retransmissions not counted again) or
+// still waiting to be sent. Counts bytes the kernel put there on its own (an sk_msg redirect) too.
+Napi::Value TcpQueuedBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info);
+  struct tcp_info ti;
+  std::memset(&ti, 0, sizeof ti);
+  socklen_t len = sizeof ti;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+    throw SyscallErr(env, "getsockopt(2)", errno, "TCP_INFO fd " + std::to_string(fd));
+  if (len < offsetof(struct tcp_info, tcpi_bytes_retrans) + sizeof ti.tcpi_bytes_retrans)
+    throw SyscallErr(env, "getsockopt(2)", EOPNOTSUPP, "TCP_INFO too short for tcpi_bytes_sent");
+  return Napi::BigInt::New(env, static_cast<uint64_t>(ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes));
+}
+
+// A fixed send buffer of `bytes` (SO_SNDBUFFORCE: above net.core.wmem_max, we run as root).
+Napi::Value SetSendBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw UsageErr(env, "bytes must be a number");
+  int bytes = info[1].As<Napi::Number>().Int32Value();
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) < 0)
+    throw SyscallErr(env, "setsockopt(2)", errno, "SO_SNDBUF fd " + std::to_string(fd));
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports, AddonData*) {
@@ -325,6 +358,8 @@ void InitNetns(Napi::Env env, Napi::Object exports, AddonData*) {
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
   exports.Set("connectInNetns", Napi::Function::New(env, ConnectInNetns, "connectInNetns"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("tcpQueuedBytes", Napi::Function::New(env, TcpQueuedBytes, "tcpQueuedBytes"));
+  exports.Set("setSendBuffer", Napi::Function::New(env, SetSendBuffer, "setSendBuffer"));
 }
 
 }  // namespace weft
