@@ -6,12 +6,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
 import { ObserverClient } from '../agent/relay/client.js';
+import { metricsOf, sample } from './helpers/metrics.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const run = promisify(execFile);
@@ -52,26 +52,6 @@ async function observe(args: string[]): Promise<JsonFlow[]> {
 async function connects(from: string, target: string): Promise<boolean> {
   const r = await lab!.exec(from, [process.execPath, join(FIXTURES, 'conn-storm.mjs'), '--targets', target, '--count', '1', '--timeout', '5000'], { stdio: 'pipe' });
   return r.code === 0;
-}
-
-function metricsOf(ip: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get({ host: ip, port: 15020, path: '/metrics', timeout: 5000 }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: ${res.statusCode}`))));
-    }).on('error', reject);
-  });
-}
-
-/** The value of one series in a Prometheus text exposition, matching every given label. */
-function sample(text: string, name: string, labels: Record<string, string>): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return total;
 }
 
 test('lab up with a relay', async (t) => {

@@ -4,16 +4,25 @@ import http from 'node:http';
 import net from 'node:net';
 import { connectInNetns } from '../../native/index.js';
 
-export async function agentAdminGet<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
+export function agentAdminGet<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
+  return agentAdminRequest<T>('GET', nodeNetns, path, port);
+}
+
+/** POST to an admin action, e.g. `/fast_paths?set=none`. */
+export function agentAdminPost<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
+  return agentAdminRequest<T>('POST', nodeNetns, path, port);
+}
+
+async function agentAdminRequest<T>(method: 'GET' | 'POST', nodeNetns: string, path: string, port: number): Promise<T> {
   const fd = await connectInNetns(nodeNetns, { host: '127.0.0.1', port, timeoutMs: 5000 });
   const socket = new net.Socket({ fd, readable: true, writable: true });
   return new Promise<T>((resolve, reject) => {
-    const req = http.request({ path, method: 'GET', createConnection: () => socket }, (res) => {
+    const req = http.request({ path, method, createConnection: () => socket }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString();
-        if (res.statusCode !== 200) return reject(new Error(`GET ${path}: ${res.statusCode} ${body}`));
+        if (res.statusCode !== 200) return reject(new Error(`${method} ${path}: ${res.statusCode} ${body}`));
         try {
           resolve(JSON.parse(body) as T);
         } catch (err) {

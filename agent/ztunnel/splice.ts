@@ -135,11 +135,16 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
     const forward = (from: Socket, to: Side | undefined, fromSide: Side | undefined): void => {
       const target = to?.own;
       const app = fromSide?.app;
-      // The direction is over once `to` has sent its FIN: take its total then.
-      if (to) to.socket.once('finish', () => sample(to));
-      new Pump(from, to?.socket ?? (from === ends.down ? ends.up : ends.down), (forwarded) => {
-        if (!error && app && target) maps.armSplice(app, { target, forwarded: BigInt(forwarded), armed: true });
-      }).start();
+      new Pump(
+        from,
+        to?.socket ?? (from === ends.down ? ends.up : ends.down),
+        (forwarded) => {
+          if (!error && app && target) maps.armSplice(app, { target, forwarded: BigInt(forwarded), armed: true });
+        },
+        // The sending app is done and everything is queued on `to`: its total, before our FIN
+        // takes a sequence number of its own.
+        () => to && sample(to),
+      ).start();
     };
     forward(ends.down, sides?.up, sides?.down);
     forward(ends.up, sides?.down, sides?.up);
@@ -154,11 +159,13 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
 class Pump {
   private forwarded = 0;
   private pending = 0;
+  private ended = false;
 
   constructor(
     private readonly from: Socket,
     private readonly to: Socket,
     private readonly onCaughtUp: (forwarded: number) => void,
+    private readonly beforeEnd: () => void,
   ) {}
 
   start(): void {
@@ -169,16 +176,26 @@ class Pump {
         this.pending--;
         if (err) return;
         this.forwarded += chunk.length;
-        if (this.pending === 0 && !to.destroyed) this.onCaughtUp(this.forwarded);
+        if (this.pending > 0 || to.destroyed) return;
+        if (this.ended) this.end();
+        else this.onCaughtUp(this.forwarded);
       });
       if (!more) {
         from.pause();
         to.once('drain', () => from.resume());
       }
     });
-    from.once('end', () => to.end());
+    from.once('end', () => {
+      this.ended = true;
+      if (this.pending === 0) this.end();
+    });
     // Armed before the first byte: an app that has not sent anything yet is already caught up.
     this.onCaughtUp(0);
     from.resume();
+  }
+
+  private end(): void {
+    this.beforeEnd();
+    this.to.end();
   }
 }
