@@ -20,6 +20,7 @@ import { promisify } from 'node:util';
 import net from 'node:net';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { RELAY_PORT } from '../agent/relay/server.js';
+import { agentAdminGet, agentAdminPost } from '../agent/node/admin-client.js';
 
 const run = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -91,7 +92,10 @@ export const QUICK_OPTIONS: MeshBenchOptions = {
   waitForLabsSeconds: 120,
 };
 
-export type PathName = 'weft' | 'direct' | 'stunnel' | 'iptables';
+export type PathName = 'weft' | 'direct' | 'stunnel' | 'iptables' | 'weft_no_fast_paths';
+/** The paths a data-plane workload runs on: weft twice, with its fast paths and without. */
+const DATA_PATHS = ['direct', 'stunnel', 'weft', 'weft_no_fast_paths'] as const;
+type DataPath = (typeof DATA_PATHS)[number];
 
 /** One row of latest.json: medians; a baseline that does not apply is null. */
 export interface Row {
@@ -126,6 +130,16 @@ export interface MeshBenchResults {
   targets: TargetResult[];
   /** Every repetition's raw figures, by row id and path. */
   samples: Record<string, Partial<Record<PathName, number[]>>>;
+  /** What the fast paths buy: weft with them (all) and without (none), same run. */
+  fastPaths: FastPathRow[];
+}
+
+export interface FastPathRow {
+  id: string;
+  unit: string;
+  higher_is_better: boolean;
+  with: number | null;
+  without: number | null;
 }
 
 /** The ids latest.json always has (the issue's list). */
@@ -220,7 +234,8 @@ class Bench {
   private readonly stunnels: ChildProcess[] = [];
   private readonly iptablesRules: Array<{ netns: string; rule: string[] }> = [];
   private tmp = '';
-  endpoints!: Record<'weft' | 'direct' | 'stunnel', Endpoint>;
+  endpoints!: Record<DataPath, Endpoint>;
+  private fastPathsOn = true;
   stunnelMeters: Meters = [];
   agentMeters: Meters = [];
 
@@ -251,10 +266,25 @@ class Bench {
       direct: { client: 'plain/client', target: (s, k) => `${ip(`plain/server-${s}`)}:${port(k)}` },
       stunnel: { client: 'plain/client', target: (s, k) => `127.0.0.1:${STUNNEL_LOCAL[`${s}-${k}`]}` },
       weft: { client: 'mesh/client', target: (s, k) => `${ip(`mesh/server-${s}`)}:${port(k)}` },
+      weft_no_fast_paths: { client: 'mesh/client', target: (s, k) => `${ip(`mesh/server-${s}`)}:${port(k)}` },
     };
     // Many short connections per run on every path: let the clients reuse their TIME_WAIT ports.
     for (const client of ['plain/client', 'mesh/client']) execFileSync('ip', ['netns', 'exec', this.lab.pod(client).netns, 'sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1']);
     this.agentMeters = this.lab.nodes.map((n) => ({ name: `agent ${n.name}`, pids: () => cgroupPids(n.agentCgroup) }));
+  }
+
+  /** Both agents' fast paths, switched at run time through their admin API (new connections). */
+  async useFastPaths(path: DataPath): Promise<void> {
+    const on = path !== 'weft_no_fast_paths';
+    if (on === this.fastPathsOn) return;
+    for (const n of this.lab.nodes) await agentAdminPost(n.netnsPath, `/fast_paths?set=${on ? 'all' : 'none'}`);
+    this.fastPathsOn = on;
+  }
+
+  /** Bytes the kernel carried around node-a's proxies so far (same-node splice). */
+  async splicedBytes(): Promise<number> {
+    const s = await agentAdminGet<{ proxies: Record<string, { spliced?: { bytes: number } }> }>(this.lab.node('node-a').netnsPath, '/stats/capture');
+    return Object.values(s.proxies).reduce((a, p) => a + (p.spliced?.bytes ?? 0), 0);
   }
 
   // ------------------------------------------------------------ stunnel
@@ -346,12 +376,21 @@ class Bench {
     for (let rep = 0; rep < o.repetitions; rep++) {
       for (const [where, server] of [['cross_node', 'b'], ['same_node', 'a']] as const) {
         for (const streams of [1, 8]) {
-          for (const path of ['direct', 'stunnel', 'weft'] as const) {
+          for (const path of DATA_PATHS) {
             const e = this.endpoints[path];
+            await this.useFastPaths(path);
+            const spliced0 = path === 'weft' && where === 'same_node' ? await this.splicedBytes() : 0;
             const r = await this.loadgen(e.client, 'bulk', ['--target', e.target(server, 'sink'), '--streams', streams, '--seconds', o.bulkSeconds], o.bulkSeconds * 1000 + 60_000);
             const id = `bulk_${where}_${streams === 1 ? '1stream' : `${streams}streams`}_gbps`;
             this.record(id, path, r.gbps as number);
-            this.progress(`bulk ${where} ${streams} stream(s) ${path}: ${(r.gbps as number).toFixed(2)} Gbit/s (rep ${rep + 1})`);
+            let share = '';
+            if (path === 'weft' && where === 'same_node') {
+              // Bytes acknowledged by the sink that went around the proxy (sk_msg redirect).
+              const fraction = Math.min(1, ((await this.splicedBytes()) - spliced0) / (r.bytes as number));
+              this.record(`${id}:spliced_fraction`, path, fraction);
+              share = `, ${(fraction * 100).toFixed(0)}% spliced`;
+            }
+            this.progress(`bulk ${where} ${streams} stream(s) ${path}: ${(r.gbps as number).toFixed(2)} Gbit/s${share} (rep ${rep + 1})`);
           }
         }
       }
@@ -363,9 +402,10 @@ class Bench {
   async rr(): Promise<void> {
     const o = this.o;
     for (let rep = 0; rep < o.repetitions; rep++) {
-      for (const path of ['direct', 'stunnel', 'weft'] as const) {
+      for (const path of DATA_PATHS) {
         const e = this.endpoints[path];
-        const meters = path === 'weft' ? this.agentMeters : path === 'stunnel' ? this.stunnelMeters : [];
+        await this.useFastPaths(path);
+        const meters = path === 'weft' || path === 'weft_no_fast_paths' ? this.agentMeters : path === 'stunnel' ? this.stunnelMeters : [];
         const before = sample(meters);
         const r = await this.loadgen(e.client, 'rr', ['--target', e.target('b', 'echo'), '--rate', o.rrRate, '--conns', o.rrConns, '--seconds', o.rrSeconds], o.rrSeconds * 1000 + 60_000);
         const after = sample(meters);
@@ -389,8 +429,9 @@ class Bench {
     const o = this.o;
     for (let rep = 0; rep < o.repetitions; rep++) {
       for (const [id, server] of [['new_conns_per_s', 'a'], ['new_conns_cross_node_per_s', 'b']] as const) {
-        for (const path of ['direct', 'stunnel', 'weft'] as const) {
+        for (const path of DATA_PATHS) {
           const e = this.endpoints[path];
+          await this.useFastPaths(path);
           const r = await this.loadgen(e.client, 'conns', ['--target', e.target(server, 'echo'), '--concurrency', o.connsConcurrency, '--seconds', o.connsSeconds], o.connsSeconds * 1000 + 60_000);
           const errors = r.errors as Record<string, number>;
           if (Object.keys(errors).length) this.progress(`  ${path} connection errors: ${JSON.stringify(errors)}`);
@@ -529,7 +570,27 @@ const ROWS: RowSpec[] = [
   { id: 'capture_connect_p99_us', unit: 'µs', higher: false, what: 'connect() latency p99 (weft = eBPF)' },
 ];
 
-const PATHS: PathName[] = ['weft', 'direct', 'stunnel', 'iptables'];
+const PATHS = ['weft', 'direct', 'stunnel', 'iptables'] as const;
+
+/** The rows where the fast paths can make a difference: same node (splice), across nodes (hbone). */
+const FAST_PATH_IDS = [
+  'bulk_same_node_1stream_gbps',
+  'bulk_same_node_8streams_gbps',
+  'new_conns_per_s',
+  'bulk_cross_node_1stream_gbps',
+  'bulk_cross_node_8streams_gbps',
+  'rr_1k_rps_p50_us',
+  'rr_1k_rps_p99_us',
+  'new_conns_cross_node_per_s',
+  'agent_cpu_cores_per_1k_rps',
+];
+
+function buildFastPathRows(samples: MeshBenchResults['samples']): FastPathRow[] {
+  return FAST_PATH_IDS.map((id) => {
+    const spec = ROWS.find((r) => r.id === id)!;
+    return { id, unit: spec.unit, higher_is_better: spec.higher, with: median(samples[id]?.weft ?? []), without: median(samples[id]?.weft_no_fast_paths ?? []) };
+  });
+}
 
 function buildRows(samples: MeshBenchResults['samples']): Row[] {
   const med = (id: string, p: PathName): number | null => median(samples[id]?.[p] ?? []);
@@ -605,6 +666,14 @@ export function renderMarkdown(r: MeshBenchResults): string {
     const ratios = row.id.includes('_added_') ? ['–', ratio(row.weft, row.stunnel)] : [ratio(row.weft, row.direct), ratio(row.weft, row.stunnel)];
     lines.push(`| \`${row.id}\` | ${what} | ${row.unit} | ${fmt(row.weft, row.unit)} | ${fmt(row.direct, row.unit)} | ${fmt(row.stunnel, row.unit)} | ${fmt(row.iptables, row.unit)} | ${ratios.join(' | ')} |`);
   }
+  lines.push('', '## What the fast paths buy', '', 'weft as above, and the same agents with `POST /fast_paths?set=none` (interleaved in the same repetitions). Same node: the splice (local hand-off and sk_msg redirect); across nodes: the HBONE tuning.', '');
+  lines.push('| id | unit | with | without | with/without |', '|---|---|---:|---:|---:|');
+  for (const f of r.fastPaths) lines.push(`| \`${f.id}\` | ${f.unit} | ${fmt(f.with, f.unit)} | ${fmt(f.without, f.unit)} | ${ratio(f.with, f.without)} |`);
+  const share = (id: string): string => {
+    const v = median(r.samples[`${id}:spliced_fraction`]?.weft ?? []);
+    return v === null ? '–' : `${(v * 100).toFixed(0)}%`;
+  };
+  lines.push('', `Share of the same-node bulk bytes that went around the proxy: 1 stream ${share('bulk_same_node_1stream_gbps')}, 8 streams ${share('bulk_same_node_8streams_gbps')} (median).`);
   lines.push('', '## Targets', '', '| target | figure | bound | |', '|---|---:|---:|---|');
   for (const t of r.targets) {
     const unit = r.rows.find((x) => x.id === t.id)?.unit;
@@ -624,6 +693,8 @@ function renderTable(r: MeshBenchResults): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const out = [line(head), ...body.map(line), ''];
+  for (const f of r.fastPaths) out.push(`fast paths ${f.id}: ${fmt(f.with, f.unit)} with, ${fmt(f.without, f.unit)} without (${ratio(f.with, f.without)})`);
+  out.push('');
   for (const t of r.targets) {
     const unit = r.rows.find((x) => x.id === t.id)?.unit ?? '';
     out.push(`${t.met ? 'met    ' : 'MISSED '} ${t.text}: ${fmt(t.figure, unit)} ${unit} (bound ${fmt(t.bound, unit)})`);
@@ -672,6 +743,7 @@ export async function runMeshBench(opts: Partial<MeshBenchOptions> = {}): Promis
       ['(a) bulk throughput', () => bench!.bulk()],
       ['(b) request/response at a fixed rate, (d) CPU per 1,000 rps', () => bench!.rr()],
       ['(c) new connections', () => bench!.conns()],
+      ['fast paths back on', () => bench!.useFastPaths('weft')],
       ['(d) RSS and CPU with idle connections', () => bench!.hold()],
       ['(e) connect() under eBPF capture and iptables REDIRECT', () => bench!.capture()],
     ];
@@ -707,6 +779,7 @@ export async function runMeshBench(opts: Partial<MeshBenchOptions> = {}): Promis
       rows,
       targets: buildTargets(rows),
       samples: bench.samples,
+      fastPaths: buildFastPathRows(bench.samples),
     };
     if (o.resultsDir) writeResults(results, o.resultsDir);
     if (o.print) process.stdout.write(renderTable(results));

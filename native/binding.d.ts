@@ -132,5 +132,4 @@ export interface Binding {
   connectInNetns(netnsPath: string, options: RawConnectOptions): Promise<number>;
   socketCookie(fd: number): bigint;
   tcpQueuedBytes(fd: number): bigint;
-  setSendBuffer(fd: number, bytes: number): void;
 }

@@ -121,9 +121,6 @@ export function socketCookie(fd: number): bigint {
 export function tcpQueuedBytes(fd: number): bigint {
   return binding.tcpQueuedBytes(fd);
 }
-export function setSendBuffer(fd: number, bytes: number): void {
-  binding.setSendBuffer(fd, bytes);
-}
 export function libbpfVersion(): string {
   return binding.libbpfVersion();
 }

@@ -8,7 +8,7 @@
 // Half-close and resets behave as with copyBidirectional: a FIN still arrives through the proxy
 // socket (after every byte the app sent, redirected or not), and an error tears down both sides.
 import { Socket } from 'node:net';
-import { setSendBuffer, tcpQueuedBytes } from '../../native/index.js';
+import { tcpQueuedBytes } from '../../native/index.js';
 import type { SockKey, SpliceCtl } from '../datapath/layout.js';
 
 /** The datapath operations a splice needs (CaptureDatapath implements them). */
@@ -36,12 +36,6 @@ export interface SpliceResult {
   splicedClientBytes: number;
   splicedServerBytes: number;
 }
-
-/**
- * A redirect into a full send queue fails and the app retries it; a roomy fixed buffer on the
- * proxy sockets makes that rare (the apps' own buffers still bound what is in flight).
- */
-const SPLICE_SNDBUF = 4 * 1024 * 1024;
 
 /** The fd under a net.Socket (Node keeps it on the private handle). */
 function socketFd(s: Socket): number | undefined {
@@ -93,7 +87,6 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
   const sides = down && up ? { down, up } : undefined;
   if (sides) {
     for (const s of [sides.down, sides.up]) {
-      setSendBuffer(s.fd, SPLICE_SNDBUF);
       maps.addSpliceTarget(s.own, s.fd);
     }
   }

@@ -338,18 +338,6 @@ Napi::Value TcpQueuedBytes(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, static_cast<uint64_t>(ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes));
 }
 
-// A fixed send buffer of `bytes` (SO_SNDBUFFORCE: above net.core.wmem_max, we run as root).
-Napi::Value SetSendBuffer(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = FdArg(info);
-  if (info.Length() < 2 || !info[1].IsNumber()) throw UsageErr(env, "bytes must be a number");
-  int bytes = info[1].As<Napi::Number>().Int32Value();
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) < 0 &&
-      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) < 0)
-    throw SyscallErr(env, "setsockopt(2)", errno, "SO_SNDBUF fd " + std::to_string(fd));
-  return env.Undefined();
-}
-
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports, AddonData*) {
@@ -359,7 +347,6 @@ void InitNetns(Napi::Env env, Napi::Object exports, AddonData*) {
   exports.Set("connectInNetns", Napi::Function::New(env, ConnectInNetns, "connectInNetns"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("tcpQueuedBytes", Napi::Function::New(env, TcpQueuedBytes, "tcpQueuedBytes"));
-  exports.Set("setSendBuffer", Napi::Function::New(env, SetSendBuffer, "setSendBuffer"));
 }
 
 }  // namespace weft
