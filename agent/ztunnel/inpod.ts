@@ -221,7 +221,16 @@ export class PodProxy {
     this.stats.outbound.local++;
     const state = this.deps.state();
     const srcId = state.identityOf(this.workload);
-    const relayed = await peer.admitLocal({ workload: this.workload, id: srcId, netnsCookie: this.cookie }, client, target.addr.port);
+    let relayed: Relayed | undefined;
+    try {
+      relayed = await peer.admitLocal({ workload: this.workload, id: srcId, netnsCookie: this.cookie }, client, target.addr.port);
+    } catch (err) {
+      // Nothing may take the agent down with it: this connection fails, the others go on.
+      this.stats.outbound.upstreamFailed++;
+      this.log.error({ dst: formatAuthority(dst.ip, dst.port), err: errorMessage(err) }, 'same-node hand-off failed');
+      client.resetAndDestroy();
+      return;
+    }
     if (!relayed) {
       this.stats.outbound.denied++;
       return;

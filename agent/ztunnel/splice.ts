@@ -84,12 +84,22 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
   const down = sideOf(ends.down, ends.downNetns);
   const up = sideOf(ends.up, ends.upNetns);
   // Without both proxy sockets in the sockhash there is nothing to redirect into: plain copying.
-  const sides = down && up ? { down, up } : undefined;
-  if (sides) {
-    for (const s of [sides.down, sides.up]) {
-      maps.addSpliceTarget(s.own, s.fd);
-    }
+  // (The kernel takes only established sockets: a client that already half-closed is copied.)
+  let sides = down && up ? { down, up } : undefined;
+  try {
+    if (sides) for (const s of [sides.down, sides.up]) maps.addSpliceTarget(s.own, s.fd);
+  } catch {
+    sides = undefined;
   }
+
+  // Best effort: when the control map is full a direction simply stays with the proxy.
+  const arm = (app: SockKey, ctl: SpliceCtl): void => {
+    try {
+      maps.armSplice(app, ctl);
+    } catch {
+      /* not armed: every message still goes to the proxy */
+    }
+  };
 
   return new Promise((resolve) => {
     let open = 2;
@@ -98,7 +108,7 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
       if (!error && sides) {
         // Nothing more may go around a connection being torn down; count what did first.
         for (const s of [sides.down, sides.up]) {
-          maps.armSplice(s.app, { target: s === sides.down ? sides.up.own : sides.down.own, forwarded: 0n, armed: false });
+          arm(s.app, { target: s === sides.down ? sides.up.own : sides.down.own, forwarded: 0n, armed: false });
           if (s.carried === undefined) sample(s);
         }
       }
@@ -132,7 +142,7 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
         from,
         to?.socket ?? (from === ends.down ? ends.up : ends.down),
         (forwarded) => {
-          if (!error && app && target) maps.armSplice(app, { target, forwarded: BigInt(forwarded), armed: true });
+          if (!error && app && target) arm(app, { target, forwarded: BigInt(forwarded), armed: true });
         },
         // The sending app is done and everything is queued on `to`: its total, before our FIN
         // takes a sequence number of its own.
