@@ -50,11 +50,14 @@ export function copyBidirectional(a: Duplex, b: Duplex, options: CopyOptions = {
 // While corked, a burst may overshoot the destination's high-water mark up to this before the source
 // is paused: enough to gather one event-loop turn of HTTP/2 DATA pieces, and still bounded.
 const CORKED_LIMIT = 256 * 1024;
+// Smaller chunks (a request, a response) go straight out: corking them would only add a turn's delay
+// and the cost of scheduling the uncork, with nothing to gather.
+const CORK_MIN_CHUNK = 4 * 1024;
 
 /**
- * One direction of the copy: src's chunks into dst. dst stays corked until the end of the event-loop
- * turn (setImmediate: the stream's chunks each arrive in their own callback, so a nextTick would
- * uncork after every one), then goes out in one writev. src is paused while dst is over its
+ * One direction of the copy: src's chunks into dst. From a large chunk on, dst stays corked until the
+ * end of the event-loop turn (setImmediate: HTTP/2 hands each DATA piece over in its own callback, so
+ * a nextTick would uncork after every one), then the turn's chunks go out in one writev. src is paused while dst is over its
  * high-water mark after the flush, or over CORKED_LIMIT during the burst, and resumed on 'drain'.
  */
 function pump(src: Duplex, dst: Duplex): void {
@@ -65,7 +68,7 @@ function pump(src: Duplex, dst: Duplex): void {
     if (dst.writableNeedDrain) src.pause();
   };
   src.on('data', (chunk: Buffer) => {
-    if (!corked) {
+    if (!corked && chunk.length >= CORK_MIN_CHUNK) {
       corked = true;
       dst.cork();
       setImmediate(uncork);
