@@ -22,6 +22,8 @@ export const ErrorCodes = {
   NO_ORIGINAL_DST: 'WEFT_ERR_NO_ORIGINAL_DST',
   /** An HBONE tunnel could not be opened or was refused by its peer. */
   HBONE: 'WEFT_ERR_HBONE',
+  /** The proxy could not connect to a destination (an app, a passthrough endpoint): refused, timed out. */
+  UPSTREAM: 'WEFT_ERR_UPSTREAM',
   /** Setting up the machine (packages, build) failed. */
   SETUP: 'WEFT_ERR_SETUP',
   /** The controller could not start, or an agent could not reach or use it. */

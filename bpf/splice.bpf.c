@@ -32,8 +32,10 @@ int weft_splice_msg(struct sk_msg_md *msg)
 	if (ctl && ctl->armed && ctl->forwarded == count->passed) {
 		struct weft_sock_key target = ctl->target;
 
-		if (bpf_msg_redirect_hash(msg, &weft_splice_socks, &target, 0) == SK_PASS)
+		if (bpf_msg_redirect_hash(msg, &weft_splice_socks, &target, 0) == SK_PASS) {
+			count->redirected += 1;
 			return SK_PASS;
+		}
 		/* the target is gone: the proxy is tearing the connection down; let it see the rest */
 	}
 	count->passed += msg->size;

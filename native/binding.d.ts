@@ -116,6 +116,14 @@ export interface RawConnectOptions {
   timeoutMs?: number;
 }
 
+export interface RawSocketOptions {
+  family: 'ipv4' | 'ipv6';
+  count: number;
+  mark?: number;
+  transparent?: boolean;
+  freebind?: boolean;
+}
+
 export interface Binding {
   setErrorClasses(classes: { SyscallError: Function; WeftError: Function }): void;
   libbpfVersion(): string;
@@ -131,5 +139,6 @@ export interface Binding {
   listenInNetns(netnsPath: string, options: RawListenOptions): number;
   connectInNetns(netnsPath: string, options: RawConnectOptions): Promise<number>;
   socketCookie(fd: number): bigint;
+  socketsInNetns(netnsPath: string, options: RawSocketOptions): number[];
   tcpQueuedBytes(fd: number): bigint;
 }

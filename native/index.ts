@@ -18,6 +18,7 @@ import type {
   RawListenOptions,
   RawOpenOptions,
   RawRingBufferConsumer,
+  RawSocketOptions,
   RawSockmapAttachment,
   RawTcAttachment,
 } from './binding.js';
@@ -48,6 +49,7 @@ binding.setErrorClasses({ SyscallError, WeftError });
 export type OpenOptions = RawOpenOptions;
 export type ListenOptions = RawListenOptions;
 export type ConnectOptions = RawConnectOptions;
+export type SocketOptions = RawSocketOptions;
 export type LinkInfo = RawLinkInfo;
 
 export const BpfObject = binding.BpfObject;
@@ -117,6 +119,9 @@ export function connectInNetns(netnsPath: string, options: ConnectOptions): Prom
 }
 export function socketCookie(fd: number): bigint {
   return binding.socketCookie(fd);
+}
+export function socketsInNetns(netnsPath: string, options: SocketOptions): number[] {
+  return binding.socketsInNetns(netnsPath, options);
 }
 export function tcpQueuedBytes(fd: number): bigint {
   return binding.tcpQueuedBytes(fd);

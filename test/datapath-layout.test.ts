@@ -6,6 +6,7 @@ import {
   decodeEvent,
   decodeOriginalDst,
   decodeSockAddr,
+  decodeSpliceCount,
   encodeIpKey,
   encodeSockKey,
   encodeSpliceCtl,
@@ -54,7 +55,7 @@ test('ip key: 16 address bytes then the family as u32', () => {
   assert.equal(hostOrder.u32.read(k, 16), 2);
 });
 
-test('splice key and control: netns then local and remote ends; 48 and 64 bytes', () => {
+test('splice key, control and count: netns then local and remote ends; 48, 64 and 16 bytes', () => {
   const target = { netnsCookie: 7n, local: { ip: '10.249.1.3', port: 40000 }, remote: { ip: '10.249.1.2', port: 5001 } };
   const key = encodeSockKey(target);
   assert.equal(key.length, 48);
@@ -66,6 +67,10 @@ test('splice key and control: netns then local and remote ends; 48 and 64 bytes'
   assert.equal(ctl.subarray(0, 48).equals(key), true);
   assert.equal(hostOrder.u64.read(ctl, 48), 1n << 40n);
   assert.equal(hostOrder.u32.read(ctl, 56), 1);
+  const count = Buffer.alloc(16);
+  hostOrder.u64.write(count, 5n << 32n, 0);
+  hostOrder.u64.write(count, 3n, 8);
+  assert.deepEqual(decodeSpliceCount(count), { passed: 5n << 32n, redirected: 3n });
 });
 
 test('original destination and event records decode from the C layout', () => {

@@ -17,6 +17,7 @@ import {
   EnrollState,
   ExcludeBits,
   UpstreamBits,
+  decodeSpliceCount,
   encodeConfig,
   encodeSockKey,
   encodeSpliceCtl,
@@ -33,6 +34,7 @@ import {
   type OriginalDst,
   type SockAddr,
   type SockKey,
+  type SpliceCount,
   type SpliceCtl,
 } from './layout.js';
 
@@ -266,6 +268,12 @@ export class CaptureDatapath {
   /** Arm (or re-arm with a new `forwarded`) the splice of one app socket. */
   armSplice(app: SockKey, ctl: SpliceCtl): void {
     this.splice.ctl.update(encodeSockKey(app), encodeSpliceCtl(ctl));
+  }
+
+  /** What the kernel counted for an app socket; undefined if it was never spliceable. */
+  spliceCount(app: SockKey): SpliceCount | undefined {
+    const v = this.splice.count.lookup(encodeSockKey(app));
+    return v ? decodeSpliceCount(v) : undefined;
   }
 
   /** The connection is over: forget the app socket's control and count. */

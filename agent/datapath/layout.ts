@@ -161,6 +161,17 @@ export function encodeSpliceCtl(c: SpliceCtl): Buffer {
   return encode(SpliceCtlC, { target, forwarded: c.forwarded, armed: c.armed ? 1 : 0 });
 }
 
+const SpliceCountC = struct({ passed: u64, redirected: u64 }, { size: 16 });
+
+/** struct weft_splice_count: what the kernel counted for one app socket. */
+export interface SpliceCount {
+  passed: bigint;
+  redirected: bigint;
+}
+export function decodeSpliceCount(b: Buffer): SpliceCount {
+  return decode(SpliceCountC, b);
+}
+
 /** struct weft_config and its bits. */
 export const ConfigBits = { SPLICE: 1 } as const;
 export function encodeConfig(flags: number): Buffer {

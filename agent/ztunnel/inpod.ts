@@ -11,10 +11,10 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { connectInNetns, listenInNetns } from '../../native/index.js';
+import { listenInNetns } from '../../native/index.js';
 import type { CaptureDatapath } from '../datapath/capture.js';
 import { EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
-import { SyscallError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import { identityKey, type IdentityManager, type WorkloadCertificate } from '../identity/manager.js';
 import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
@@ -25,6 +25,7 @@ import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
 import type { FastPaths } from './fast-paths.js';
 import { spliceBidirectional } from './splice.js';
+import { NetnsSockets } from './netns-sockets.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, forwardedFor, parseAuthority } from './hbone.js';
 import type { HbonePool } from './hbone-pool.js';
 import { HboneRefused } from './hbone-pool.js';
@@ -80,6 +81,7 @@ export class PodProxy {
   private readonly sockets = new Set<Duplex>();
   private readonly admitted = new Set<AdmittedConnection>();
   private readonly routing: TransparentRouting;
+  private readonly netnsSockets: NetnsSockets;
   private readonly log: Logger;
   private readonly onRotated: (key: string, cert: WorkloadCertificate) => void;
   readonly stats: PodProxyStats = {
@@ -96,6 +98,7 @@ export class PodProxy {
   ) {
     this.log = deps.log.child({ pod: workload.key, netnsCookie: cookie.toString() });
     this.routing = new TransparentRouting(workload.netns, workload.ip);
+    this.netnsSockets = new NetnsSockets(workload.netns);
     this.onRotated = (key, cert) => {
       if (key === this.identityKey && this.hbone) this.hbone.setSecureContext(serverSecureContextOptions(cert));
     };
@@ -299,8 +302,10 @@ export class PodProxy {
         this.stats.outbound.hbone++;
       } else {
         // Not a mesh workload: there is nobody to do mTLS with, so it goes out as it came (as ztunnel).
-        const fd = await connectInNetns(this.workload.netns, { host: target.addr.ip, port: target.addr.port, mark: PROXY_MARK, timeoutMs: CONNECT_TIMEOUT_MS });
-        upstream = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+        upstream = await this.netnsSockets.connect(
+          { family: net.isIPv6(target.addr.ip) ? 'ipv6' : 'ipv4', mark: PROXY_MARK, transparent: false },
+          { host: target.addr.ip, port: target.addr.port, timeoutMs: CONNECT_TIMEOUT_MS },
+        );
         this.stats.outbound.passthrough++;
       }
     } catch (err) {
@@ -592,20 +597,15 @@ export class PodProxy {
       const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort, { splice: opts.splice });
       let connected = false;
       try {
-        const fd = await connectInNetns(this.workload.netns, {
-          host: attrs.destinationIp,
-          port: attrs.destinationPort,
-          localAddress: src.ip,
-          localPort: src.port,
-          transparent: true,
-          mark: PROXY_MARK,
-          timeoutMs: CONNECT_TIMEOUT_MS,
-        });
+        const app = await this.netnsSockets.connect(
+          { family: net.isIPv6(attrs.destinationIp) ? 'ipv6' : 'ipv4', mark: PROXY_MARK, transparent: true },
+          { host: attrs.destinationIp, port: attrs.destinationPort, localAddress: src.ip, localPort: src.port, timeoutMs: CONNECT_TIMEOUT_MS },
+        );
         connected = true;
-        const app = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
         return { app, release: opts.splice ? forget : () => undefined };
       } catch (err) {
-        const busy = err instanceof SyscallError && (err.errnoName === 'EADDRINUSE' || err.errnoName === 'EADDRNOTAVAIL');
+        const code = (err as NodeJS.ErrnoException).code;
+        const busy = code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL';
         if (!busy || attempt >= 8) throw err;
       } finally {
         if (!connected || !opts.splice) forget();
@@ -629,6 +629,7 @@ export class PodProxy {
   }
 
   private closeListeners(): void {
+    this.netnsSockets.close();
     for (const s of this.servers.splice(0)) s.close();
     this.hbone?.close();
     this.hbone = undefined;

@@ -9,12 +9,13 @@
 // socket (after every byte the app sent, redirected or not), and an error tears down both sides.
 import { Socket } from 'node:net';
 import { tcpQueuedBytes } from '../../native/index.js';
-import type { SockKey, SpliceCtl } from '../datapath/layout.js';
+import type { SockKey, SpliceCount, SpliceCtl } from '../datapath/layout.js';
 
 /** The datapath operations a splice needs (CaptureDatapath implements them). */
 export interface SpliceMaps {
   addSpliceTarget(key: SockKey, fd: number): void;
   armSplice(app: SockKey, ctl: SpliceCtl): void;
+  spliceCount(app: SockKey): SpliceCount | undefined;
   endSplice(app: SockKey): void;
 }
 
@@ -67,8 +68,13 @@ function sideOf(socket: Socket, netns: bigint): Side | undefined {
   return fd === undefined || !keys ? undefined : { socket, fd, own: keys.own, app: keys.peer };
 }
 
-/** Everything the kernel queued on the proxy socket: what we wrote plus what was redirected. */
-function sample(side: Side): void {
+/**
+ * Everything the kernel queued on the proxy socket: what we wrote plus what was redirected into it
+ * by the app on the other side (`from`). When nothing was, our own count is the whole story and
+ * TCP_INFO (not cheap) is not asked.
+ */
+function sample(maps: SpliceMaps, side: Side, from: Side): void {
+  if (!maps.spliceCount(from.app)?.redirected) return;
   try {
     side.carried = Number(tcpQueuedBytes(side.fd));
   } catch {
@@ -109,7 +115,7 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
         // Nothing more may go around a connection being torn down; count what did first.
         for (const s of [sides.down, sides.up]) {
           arm(s.app, { target: s === sides.down ? sides.up.own : sides.down.own, forwarded: 0n, armed: false });
-          if (s.carried === undefined) sample(s);
+          if (s.carried === undefined) sample(maps, s, s === sides.down ? sides.up : sides.down);
         }
       }
       error ??= err;
@@ -146,7 +152,7 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
         },
         // The sending app is done and everything is queued on `to`: its total, before our FIN
         // takes a sequence number of its own.
-        () => to && sample(to),
+        () => to && fromSide && sample(maps, to, fromSide),
       ).start();
     };
     forward(ends.down, sides?.up, sides?.down);

@@ -91,7 +91,8 @@ struct weft_splice_ctl { /* written by the agent only; keyed by the app socket *
 };
 
 struct weft_splice_count { /* written by the kernel side only; keyed by the app socket */
-	__u64 passed; /* bytes sent through the proxy (sk_msg SK_PASS) */
+	__u64 passed;	  /* bytes sent through the proxy (sk_msg SK_PASS) */
+	__u64 redirected; /* messages redirected (0: the proxy saw every byte; no need to ask TCP) */
 };
 
 /* weft_config[0]: WEFT_CFG_* bits the agent sets. */

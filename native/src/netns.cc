@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "weft.h"
 
@@ -323,6 +324,51 @@ int FdArg(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::Number>().Int32Value();
 }
 
+// `count` unconnected TCP sockets made inside a netns in one visit (one thread, one setns pair),
+// with the options a socket must have before bind/connect. The caller binds and connects them
+// wherever it likes: a socket belongs to the netns it was created in.
+Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  if (info.Length() < 2 || !info[1].IsObject()) throw UsageErr(env, "options must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  SockOpts s;
+  Napi::Value fam = o.Get("family");
+  if (!fam.IsString()) throw UsageErr(env, "options.family must be \"ipv4\" or \"ipv6\"");
+  std::string f = fam.As<Napi::String>().Utf8Value();
+  if (f != "ipv4" && f != "ipv6") throw UsageErr(env, "options.family must be \"ipv4\" or \"ipv6\"");
+  s.addr.family = f == "ipv4" ? AF_INET : AF_INET6;
+  double d = 0;
+  if (!OptNum(o, "count", &d) || d < 1 || d > 1024 || d != static_cast<int>(d)) throw UsageErr(env, "options.count must be an integer in 1..1024");
+  int count = static_cast<int>(d);
+  if (OptNum(o, "mark", &d)) {
+    if (d < 0 || d > 0xffffffffu) throw UsageErr(env, "options.mark must be a u32");
+    s.hasMark = true;
+    s.mark = static_cast<uint32_t>(d);
+  }
+  s.transparent = OptBool(o, "transparent", false);
+  s.freebind = OptBool(o, "freebind", false);
+  int ns = OpenNetnsOrThrow(env, path);
+  std::vector<int> fds;
+  OsError e = RunInNetns(ns, [&] {
+    for (int i = 0; i < count; i++) {
+      int fd = -1;
+      OsError err = MakeSocket(s, false, &fd);
+      if (err) return err;
+      fds.push_back(fd);
+    }
+    return OsError{};
+  });
+  close(ns);
+  if (e) {
+    for (int fd : fds) close(fd);
+    throw SyscallErr(env, e.syscall, e.err, e.context + (e.context.empty() ? "" : ", ") + "netns " + path);
+  }
+  Napi::Array out = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  return out;
+}
+
 // Every data byte ever queued on a TCP socket: sent once (retransmissions not counted again) or
 // still waiting to be sent. Counts bytes the kernel put there on its own (an sk_msg redirect) too.
 Napi::Value TcpQueuedBytes(const Napi::CallbackInfo& info) {
@@ -346,6 +392,7 @@ void InitNetns(Napi::Env env, Napi::Object exports, AddonData*) {
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
   exports.Set("connectInNetns", Napi::Function::New(env, ConnectInNetns, "connectInNetns"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns, "socketsInNetns"));
   exports.Set("tcpQueuedBytes", Napi::Function::New(env, TcpQueuedBytes, "tcpQueuedBytes"));
 }
 
