@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 // Sockets made inside another netns: cookies, listen + connect with a mark, byte exchange through
-// Node sockets wrapping the fds, isolation from the host netns, and the JS thread never moves.
+// Node sockets wrapping the fds, isolation from the host netns, and the JS thread never moves; the
+// proxy's pool of pre-made sockets, connected by Node; TCP_INFO's byte count.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, test } from 'node:test';
 
 import { SyscallError } from '../agent/errors.js';
-import { connectInNetns, currentNetnsCookie, listenInNetns, netnsCookie, socketCookie } from '../native/index.js';
+import { connectInNetns, currentNetnsCookie, listenInNetns, netnsCookie, socketCookie, socketsInNetns, tcpQueuedBytes } from '../native/index.js';
+import { NetnsSockets } from '../agent/ztunnel/netns-sockets.js';
 import { RUN_PREFIX, createNetns, deleteNetns, requirePrivileges, sh } from './helpers/privileged.js';
 
 const NETNS = `${RUN_PREFIX}-ns`;
+const POOL_NETNS = `${RUN_PREFIX}-pool`;
 const PORT = 18080;
-after(() => deleteNetns(NETNS));
+after(() => {
+  deleteNetns(NETNS);
+  deleteNetns(POOL_NETNS);
+});
 
 function hostConnect(port: number): Promise<'connected' | string> {
   return new Promise((resolve) => {
@@ -104,3 +110,47 @@ test('netns helpers: cookies, listen/connect with a mark, isolation, thread netn
 
   assert.equal(currentNetnsCookie(), hostCookie, 'the JS thread never left its netns');
 });
+
+test('a pool of sockets made in a netns: connected by Node from there, marked, counted in TCP_INFO; the pool refuses once closed', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const nsPath = createNetns(POOL_NETNS);
+  const lfd = listenInNetns(nsPath, { host: '127.0.0.1', port: 0 });
+  const received: string[] = [];
+  const server = net.createServer((s) => s.on('data', (d) => received.push(d.toString())).on('end', () => s.end('bye')));
+  t.after(() => server.close());
+  await new Promise<void>((resolve) => server.listen({ fd: lfd }, resolve));
+  const port = (server.address() as net.AddressInfo).port;
+
+  const fds = socketsInNetns(nsPath, { family: 'ipv4', count: 3, mark: 0x539 });
+  assert.equal(fds.length, 3);
+  assert.equal(new Set(fds).size, 3);
+
+  const pool = new NetnsSockets(nsPath);
+  const kind = { family: 'ipv4', mark: 0x539, transparent: false } as const;
+  const sock = await pool.connect(kind, { host: '127.0.0.1', port, timeoutMs: 5000 });
+  t.after(() => sock.destroy());
+  // Reachable only inside the netns: the pooled socket was made there.
+  assert.notEqual(await hostConnect(port), 'connected');
+  const ss = sh('ss', ['-N', POOL_NETNS, '-tnHe', 'state', 'established', 'dport', `= :${port}`]);
+  assert.match(ss, /fwmark:0x539/, ss);
+  await new Promise<void>((r, j) => sock.write('hello through the pool', (err) => (err ? j(err) : r())));
+  assert.equal(tcpQueuedBytes(socketFdOf(sock)), BigInt('hello through the pool'.length), 'TCP_INFO: every byte queued');
+  sock.end();
+  const reply = await new Promise<string>((r) => {
+    let s = '';
+    sock.on('data', (d) => (s += d.toString()));
+    sock.on('end', () => r(s));
+  });
+  assert.equal(reply, 'bye');
+  assert.deepEqual(received, ['hello through the pool']);
+
+  await assert.rejects(pool.connect(kind, { host: '127.0.0.1', port: port === 1 ? 2 : port - 1, timeoutMs: 5000 }), /ECONNREFUSED/);
+  assert.throws(() => socketsInNetns(nsPath, { family: 'ipv4', count: 0 }), /count/);
+  pool.close();
+  assert.throws(() => pool.take(kind), /closed/);
+  for (const fd of fds) new net.Socket({ fd }).destroy();
+});
+
+function socketFdOf(s: net.Socket): number {
+  return (s as unknown as { _handle: { fd: number } })._handle.fd;
+}
