@@ -2,7 +2,8 @@
 // run time) so the benchmark can show what it buys and an operator can rule it out.
 //   splice: same-node connections skip HBONE, and once authorized the two application sockets are
 //           joined in the kernel (sockhash + sk_msg redirect): bytes no longer pass through the proxy.
-//   hbone:  HBONE tuned for throughput: large socket buffers, corked writes, no per-chunk allocations.
+//   hbone:  HBONE tuned for throughput: the copy into and out of a tunnel batches the chunks of one
+//           event-loop turn into one write (HTTP/2 hands them over a DATA frame at a time).
 import { ErrorCodes, WeftError } from '../errors.js';
 
 export interface FastPaths {

@@ -335,7 +335,8 @@ export class PodProxy {
     }
     this.track(upstream);
     this.stats.outbound.forwarded++;
-    const result = await copyBidirectional(client, upstream);
+    // HBONE fast path: batched writes into the tunnel and out of it (plain passthrough is not HBONE).
+    const result = await copyBidirectional(client, upstream, { tuned: Boolean(mesh) && this.deps.fastPaths().hbone });
     const srcId = this.deps.state().identityOf(this.workload);
     this.deps.flows({
       direction: 'outbound',
@@ -541,7 +542,10 @@ export class PodProxy {
       },
     };
     this.admitted.add(entry);
-    const relayed = kind === 'local' && c.clientNetns !== undefined ? await this.relaySpliced(downstream as net.Socket, c.clientNetns, app) : await relayCopied(downstream, app);
+    const relayed =
+      kind === 'local' && c.clientNetns !== undefined
+        ? await this.relaySpliced(downstream as net.Socket, c.clientNetns, app)
+        : await relayCopied(downstream, app, kind === 'hbone' && this.deps.fastPaths().hbone);
     upstream.release();
     this.admitted.delete(entry);
     if (relayed.spliced && relayed.spliced.received + relayed.spliced.sent > 0) {
@@ -670,8 +674,8 @@ interface AppConnection {
   release: () => void;
 }
 
-async function relayCopied(downstream: Duplex, app: net.Socket): Promise<Relayed> {
-  const result = await copyBidirectional(downstream, app);
+async function relayCopied(downstream: Duplex, app: net.Socket, tuned: boolean): Promise<Relayed> {
+  const result = await copyBidirectional(downstream, app, { tuned });
   return { ...(result.error ? { error: result.error } : {}), received: app.bytesWritten, sent: app.bytesRead };
 }
 
