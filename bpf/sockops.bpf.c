@@ -5,7 +5,8 @@
  * the accepted socket's peer address, the one key the proxy can compute. When the connection closes,
  * both records go and a CLOSED event carries bytes and duration for the flow pipeline.
  *
- * Same-node splice: with it on, every steered client socket, and every app socket accepting one of
+ * Same-node splice: with it on, every steered client socket whose destination may be on this node
+ * (weft_splice_dsts), and every app socket accepting one of
  * the proxy's splice-candidate upstream connections, goes into weft_splice_socks (so the sk_msg
  * program sees what it sends) with a byte count created before it can send anything.
  */
@@ -63,6 +64,16 @@ static __always_inline int weft_splice_candidate(struct bpf_sock_ops *skops)
 	return 0;
 }
 
+/* Is the original destination one of this node's pods, or a service that has one? */
+static __always_inline int weft_may_be_local(const struct weft_sockaddr *dst)
+{
+	struct weft_ip_key key = {};
+
+	__builtin_memcpy(key.addr, dst->addr, 16);
+	key.family = dst->family;
+	return bpf_map_lookup_elem(&weft_splice_dsts, &key) != NULL;
+}
+
 static __always_inline void weft_on_established(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -74,7 +85,7 @@ static __always_inline void weft_on_established(struct bpf_sock_ops *skops)
 	key.netns_cookie = od->netns_cookie;
 	weft_local_addr(skops, &key.src);
 	bpf_map_update_elem(&weft_dst_tuple, &key, od, BPF_ANY);
-	if (weft_splice_enabled())
+	if (weft_splice_enabled() && weft_may_be_local(&od->dst))
 		weft_splice_candidate(skops);
 	/* ask for state changes so the close is seen and the records are removed */
 	weft_watch_close(skops);

@@ -77,7 +77,7 @@ export class CaptureDatapath {
   readonly events: BpfMap;
   readonly eventsLost: BpfMap;
   private spliceVerdict: SockmapAttachment | undefined;
-  private readonly splice: { socks: BpfMap; ctl: BpfMap; count: BpfMap; config: BpfMap };
+  private readonly splice: { socks: BpfMap; ctl: BpfMap; count: BpfMap; dsts: BpfMap; config: BpfMap };
   readonly report: AttachReport = { attached: [], adopted: [] };
   private closed = false;
 
@@ -109,6 +109,7 @@ export class CaptureDatapath {
       socks: first.map('weft_splice_socks'),
       ctl: first.map('weft_splice_ctl'),
       count: first.map('weft_splice_count'),
+      dsts: first.map('weft_splice_dsts'),
       config: first.map('weft_config'),
     };
     const sk = programs.get('weft_sk_lookup');
@@ -258,6 +259,13 @@ export class CaptureDatapath {
   /** Whether sockops makes new connections spliceable at all. */
   setSplice(enabled: boolean): void {
     this.splice.config.update(Buffer.alloc(4), encodeConfig(enabled ? ConfigBits.SPLICE : 0));
+  }
+
+  /** The destinations that may be on this node: connections to them become spliceable. */
+  setSpliceDestinations(ips: Iterable<string>): void {
+    const want = new Map([...ips].map((ip) => [encodeIpKey(ip).toString('hex'), ip]));
+    for (const key of this.splice.dsts.keys()) if (!want.delete(key.toString('hex'))) this.splice.dsts.delete(key);
+    for (const ip of want.values()) this.splice.dsts.update(encodeIpKey(ip), Buffer.from([1]));
   }
 
   /** Put one of the proxy's own sockets in the sockhash so app bytes can be redirected into it. */

@@ -189,6 +189,16 @@ export class NodeAgent {
     return this.fastPaths;
   }
 
+  /** This node's enrolled pods, and the VIPs of services with one of them as an endpoint. */
+  private localDestinations(): Set<string> {
+    const local = new Set([...this.proxies.values()].map((p) => p.workload.ip));
+    const out = new Set(local);
+    for (const svc of this.state.services) {
+      if (svc.vip && this.state.endpoints(svc).some((w) => w.ip && local.has(w.ip))) out.add(svc.vip);
+    }
+    return out;
+  }
+
   private proxyByIp(ip: string): PodProxy | undefined {
     for (const p of this.proxies.values()) if (p.workload.ip === ip) return p;
     return undefined;
@@ -242,6 +252,7 @@ export class NodeAgent {
       }),
     );
     for (const key of this.failed.keys()) if (!want.has(key)) this.failed.delete(key);
+    this.datapath.setSpliceDestinations(this.localDestinations());
     // Policy may have changed: existing connections it now denies are closed.
     for (const proxy of this.proxies.values()) proxy.reauthorize();
   }

@@ -222,8 +222,7 @@ export class PodProxy {
   private async forwardLocal(client: net.Socket, dst: SockAddr, target: Target, peer: PodProxy): Promise<void> {
     const started = Date.now();
     this.stats.outbound.local++;
-    const state = this.deps.state();
-    const srcId = state.identityOf(this.workload);
+    const srcId = this.deps.state().identityOf(this.workload);
     let relayed: Relayed | undefined;
     try {
       relayed = await peer.admitLocal({ workload: this.workload, id: srcId, netnsCookie: this.cookie }, client, target.addr.port);
@@ -239,23 +238,7 @@ export class PodProxy {
       return;
     }
     this.stats.outbound.forwarded++;
-    this.deps.flows({
-      direction: 'outbound',
-      verdict: 'FORWARDED',
-      src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
-      dst: target.addr,
-      srcWorkload: this.workload.key,
-      ...(target.workload ? { dstWorkload: target.workload } : {}),
-      ...(target.service ? { service: target.service } : {}),
-      info: {
-        source_principal: principalOf(srcId),
-        destination_principal: principalOf(state.identityOf(peer.workload)),
-        bytes_sent: relayed.received,
-        bytes_received: relayed.sent,
-        duration_ms: Date.now() - started,
-        security: 'node_local',
-      },
-    });
+    this.outboundFlow(client, target, { dst: peer.workload, security: 'node_local', sent: relayed.received, received: relayed.sent, started });
     this.log.info(
       {
         direction: 'outbound',
@@ -271,6 +254,29 @@ export class PodProxy {
       },
       'connection complete',
     );
+  }
+
+  /** The source side's record of a connection it forwarded. */
+  private outboundFlow(client: net.Socket, target: Target, r: { dst?: Workload; security: string; sent: number; received: number; started: number }): void {
+    const state = this.deps.state();
+    this.deps.flows({
+      direction: 'outbound',
+      verdict: 'FORWARDED',
+      src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
+      // As Hubble shows socket load balancing: the backend's address, the service beside it.
+      dst: target.addr,
+      srcWorkload: this.workload.key,
+      ...(target.workload ? { dstWorkload: target.workload } : {}),
+      ...(target.service ? { service: target.service } : {}),
+      info: {
+        source_principal: principalOf(state.identityOf(this.workload)),
+        ...(r.dst ? { destination_principal: principalOf(state.identityOf(r.dst)) } : {}),
+        bytes_sent: r.sent,
+        bytes_received: r.received,
+        duration_ms: Date.now() - r.started,
+        security: r.security,
+      },
+    });
   }
 
   private async forwardOutbound(client: net.Socket, dst: SockAddr, target: Target): Promise<void> {
@@ -337,25 +343,7 @@ export class PodProxy {
     this.stats.outbound.forwarded++;
     // HBONE fast path: batched writes into the tunnel and out of it (plain passthrough is not HBONE).
     const result = await copyBidirectional(client, upstream, { tuned: Boolean(mesh) && this.deps.fastPaths().hbone });
-    const srcId = this.deps.state().identityOf(this.workload);
-    this.deps.flows({
-      direction: 'outbound',
-      verdict: 'FORWARDED',
-      src: { ip: this.workload.ip, port: client.remotePort ?? 0 },
-      // As Hubble shows socket load balancing: the backend's address, the service beside it.
-      dst: target.addr,
-      srcWorkload: this.workload.key,
-      ...(target.workload ? { dstWorkload: target.workload } : {}),
-      ...(target.service ? { service: target.service } : {}),
-      info: {
-        source_principal: principalOf(srcId),
-        ...(mesh ? { destination_principal: principalOf(this.deps.state().identityOf(mesh)) } : {}),
-        bytes_sent: client.bytesRead,
-        bytes_received: client.bytesWritten,
-        duration_ms: Date.now() - started,
-        security: mesh ? 'mutual_tls' : 'none',
-      },
-    });
+    this.outboundFlow(client, target, { ...(mesh ? { dst: mesh } : {}), security: mesh ? 'mutual_tls' : 'none', sent: client.bytesRead, received: client.bytesWritten, started });
     this.log.info(
       {
         ...fields,

@@ -85,6 +85,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_splice_count SEC(".maps");
 
+/* Destinations that may be on this node (its enrolled pods, and VIPs of services with such an
+ * endpoint): only connections to them are worth making spliceable. Filled by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_ip_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_splice_dsts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

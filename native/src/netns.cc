@@ -96,6 +96,18 @@ bool OptNum(Napi::Object o, const char* k, double* out) {
   return true;
 }
 
+// mark, transparent, freebind: what a socket must have before it is bound.
+void ParseSocketFlags(Napi::Object o, SockOpts* s) {
+  double d;
+  if (OptNum(o, "mark", &d)) {
+    if (d < 0 || d > 0xffffffffu) throw UsageErr(o.Env(), "options.mark must be a u32");
+    s->hasMark = true;
+    s->mark = static_cast<uint32_t>(d);
+  }
+  s->transparent = OptBool(o, "transparent", false);
+  s->freebind = OptBool(o, "freebind", false);
+}
+
 SockOpts ParseSockOpts(const Napi::CallbackInfo& info, bool forListen) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsObject()) throw UsageErr(env, "options must be an object");
@@ -108,13 +120,7 @@ SockOpts ParseSockOpts(const Napi::CallbackInfo& info, bool forListen) {
   std::string h = host.As<Napi::String>().Utf8Value();
   if (!ParseAddr(h, static_cast<int>(port), &s.addr)) throw UsageErr(env, "invalid address " + h + ":" + std::to_string(port));
   double d;
-  if (OptNum(o, "mark", &d)) {
-    if (d < 0 || d > 0xffffffffu) throw UsageErr(env, "options.mark must be a u32");
-    s.hasMark = true;
-    s.mark = static_cast<uint32_t>(d);
-  }
-  s.transparent = OptBool(o, "transparent", false);
-  s.freebind = OptBool(o, "freebind", false);
+  ParseSocketFlags(o, &s);
   if (forListen) {
     if (OptNum(o, "backlog", &d)) s.backlog = static_cast<int>(d);
     s.reuseAddr = OptBool(o, "reuseAddr", true);
@@ -341,13 +347,7 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
   double d = 0;
   if (!OptNum(o, "count", &d) || d < 1 || d > 1024 || d != static_cast<int>(d)) throw UsageErr(env, "options.count must be an integer in 1..1024");
   int count = static_cast<int>(d);
-  if (OptNum(o, "mark", &d)) {
-    if (d < 0 || d > 0xffffffffu) throw UsageErr(env, "options.mark must be a u32");
-    s.hasMark = true;
-    s.mark = static_cast<uint32_t>(d);
-  }
-  s.transparent = OptBool(o, "transparent", false);
-  s.freebind = OptBool(o, "freebind", false);
+  ParseSocketFlags(o, &s);
   int ns = OpenNetnsOrThrow(env, path);
   std::vector<int> fds;
   OsError e = RunInNetns(ns, [&] {
