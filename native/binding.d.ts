@@ -127,6 +127,7 @@ export interface RawSocketOptions {
 export interface Binding {
   setErrorClasses(classes: { SyscallError: Function; WeftError: Function }): void;
   libbpfVersion(): string;
+  mallocTrim(): boolean;
   BpfObject: typeof RawBpfObject;
   BpfProgram: typeof RawBpfProgram;
   BpfLink: typeof RawBpfLink;

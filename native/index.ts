@@ -126,6 +126,10 @@ export function socketsInNetns(netnsPath: string, options: SocketOptions): numbe
 export function tcpQueuedBytes(fd: number): bigint {
   return binding.tcpQueuedBytes(fd);
 }
+/** glibc malloc_trim(0): free C-heap pages go back to the kernel. */
+export function mallocTrim(): boolean {
+  return binding.mallocTrim();
+}
 export function libbpfVersion(): string {
   return binding.libbpfVersion();
 }

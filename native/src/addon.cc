@@ -4,6 +4,7 @@
 #include "weft.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -217,12 +218,23 @@ static Napi::Value LibbpfVersion(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), v);
 }
 
+// Give the C heap's free pages back to the kernel (glibc keeps them in its arenas otherwise: after a
+// burst of traffic the process would stay at its peak). True when something was released.
+static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
   auto* data = new AddonData();
   env.SetInstanceData(data);
   exports.Set("setErrorClasses", Napi::Function::New(env, SetErrorClasses, "setErrorClasses"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
   InitObject(env, exports, data);
   InitProgram(env, exports, data);
   InitLink(env, exports, data);
