@@ -2,7 +2,8 @@
 // server pod's proxy in the same agent (no HBONE), and once it has caught up the kernel splices the
 // two app sockets (sockhash + sk_msg). Checked: bytes intact and in order under a sender that never
 // waits, a server that speaks first, exact byte counts in metrics, the same traffic with the fast
-// path switched off at run time, and a policy change closing a spliced connection.
+// path switched off at run time, and a policy change closing a spliced connection. (Also the
+// agent's memory figures and trim on its admin port.)
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -70,6 +71,18 @@ test('same-node bulk through a Service: intact, handed over inside the agent, co
     return v > 0 ? v : undefined;
   });
   assert.equal(received, bytes);
+});
+
+test('the agent reports its memory and hands free C-heap pages back on request', async (t) => {
+  if (!requireLab(t, lab)) return;
+  const netns = lab.node('node-a').netnsPath;
+  const m = await agentAdminGet<{ process: { rss: number; heapUsed: number }; heap: { heap_size_limit: number } }>(netns, '/stats/memory');
+  assert.ok(m.process.rss > m.process.heapUsed && m.process.heapUsed > 0, JSON.stringify(m.process));
+  assert.ok(m.heap.heap_size_limit > 0);
+  const trimmed = await agentAdminPost<{ released: boolean; process: { rss: number } }>(netns, '/memory/trim');
+  assert.equal(typeof trimmed.released, 'boolean');
+  t.diagnostic(`RSS ${(m.process.rss / 2 ** 20).toFixed(1)} MiB, after trim ${(trimmed.process.rss / 2 ** 20).toFixed(1)} MiB`);
+  assert.ok(trimmed.process.rss <= m.process.rss + 8 * 2 ** 20, 'a trim does not grow the process');
 });
 
 test('a sender that never waits, with pauses, and a server that speaks first: every byte back in order', async (t) => {
