@@ -74,9 +74,8 @@ function sideOf(socket: Socket, netns: bigint): Side | undefined {
  * TCP_INFO (not cheap) is not asked.
  */
 function sample(maps: SpliceMaps, side: Side, from: Side): void {
-  if (!maps.spliceCount(from.app)?.redirected) return;
   try {
-    side.carried = Number(tcpQueuedBytes(side.fd));
+    if (maps.spliceCount(from.app)?.redirected) side.carried = Number(tcpQueuedBytes(side.fd));
   } catch {
     // the fd is already gone: the agent-side count stands in
   }
@@ -124,7 +123,11 @@ export function spliceBidirectional(maps: SpliceMaps, ends: SpliceEnds): Promise
     };
     const done = (): void => {
       if (--open > 0) return;
-      if (sides) for (const s of [sides.down, sides.up]) maps.endSplice(s.app);
+      try {
+        if (sides) for (const s of [sides.down, sides.up]) maps.endSplice(s.app);
+      } catch {
+        // entries left behind go when their socket closes (sockops) or the next agent starts
+      }
       // What the client sent is what `up` carried to the server, and the other way round.
       const clientBytes = sides?.up.carried ?? ends.down.bytesRead;
       const serverBytes = sides?.down.carried ?? ends.up.bytesRead;
