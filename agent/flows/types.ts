@@ -164,7 +164,7 @@ export interface ConnectionInfo {
   duration_ms?: number;
   policy?: string;
   reason?: string;
-  /** mutual_tls | none — Istio's connection_security_policy. */
+  /** mutual_tls | none | node_local (same-node hand-off) — Istio's connection_security_policy. */
   security?: string;
 }
 

@@ -13,8 +13,8 @@ export interface FastPaths {
 
 export const FAST_PATH_NAMES = ['splice', 'hbone'] as const satisfies readonly (keyof FastPaths)[];
 
-export const ALL_FAST_PATHS: Readonly<FastPaths> = { splice: true, hbone: true };
-export const NO_FAST_PATHS: Readonly<FastPaths> = { splice: false, hbone: false };
+const ALL_FAST_PATHS: Readonly<FastPaths> = { splice: true, hbone: true };
+const NO_FAST_PATHS: Readonly<FastPaths> = { splice: false, hbone: false };
 
 /** `all`, `none`, or a comma-separated list of fast path names. */
 export function parseFastPaths(text: string, what = '--fast-paths'): FastPaths {
@@ -22,6 +22,7 @@ export function parseFastPaths(text: string, what = '--fast-paths'): FastPaths {
     .split(',')
     .map((w) => w.trim())
     .filter(Boolean);
+  if (words.length === 0) throw new WeftError(ErrorCodes.USAGE, `${what}: empty (say all, none, or some of ${FAST_PATH_NAMES.join(', ')})`);
   if (words.length === 1 && words[0] === 'all') return { ...ALL_FAST_PATHS };
   if (words.length === 1 && words[0] === 'none') return { ...NO_FAST_PATHS };
   const out: FastPaths = { ...NO_FAST_PATHS };
