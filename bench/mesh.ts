@@ -262,11 +262,13 @@ class Bench {
   setup(): void {
     const ip = (pod: string): string => this.lab.pod(pod).ip;
     const port = (kind: 'sink' | 'echo'): number => (kind === 'sink' ? SINK : ECHO);
+    const weft: Endpoint = { client: 'mesh/client', target: (s, k) => `${ip(`mesh/server-${s}`)}:${port(k)}` };
     this.endpoints = {
       direct: { client: 'plain/client', target: (s, k) => `${ip(`plain/server-${s}`)}:${port(k)}` },
       stunnel: { client: 'plain/client', target: (s, k) => `127.0.0.1:${STUNNEL_LOCAL[`${s}-${k}`]}` },
-      weft: { client: 'mesh/client', target: (s, k) => `${ip(`mesh/server-${s}`)}:${port(k)}` },
-      weft_no_fast_paths: { client: 'mesh/client', target: (s, k) => `${ip(`mesh/server-${s}`)}:${port(k)}` },
+      weft,
+      // The same pods, with the agents' fast paths switched off (useFastPaths).
+      weft_no_fast_paths: weft,
     };
     // Many short connections per run on every path: let the clients reuse their TIME_WAIT ports.
     for (const client of ['plain/client', 'mesh/client']) execFileSync('ip', ['netns', 'exec', this.lab.pod(client).netns, 'sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1']);

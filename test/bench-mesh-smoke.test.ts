@@ -38,6 +38,10 @@ test('the mesh bench runs end to end with smoke sizes and writes latest.json', a
   assert.ok(byId.get('capture_connect_us')!.iptables! > 0 && byId.get('capture_connect_us')!.direct! > 0);
   assert.equal(byId.get('capture_connect_us')!.stunnel, null);
   assert.equal(r.targets.length, 6);
+  // weft measured again with its fast paths off, in the same run, for every row they can change.
+  assert.ok(r.fastPaths.length >= 6);
+  for (const f of r.fastPaths) assert.ok(f.with !== null && f.without !== null && f.with > 0 && f.without > 0, `${f.id}: ${f.with} with, ${f.without} without`);
+  assert.match(readFileSync(join(dir, 'latest.md'), 'utf8'), /## What the fast paths buy/);
   assert.ok(existsSync(join(dir, 'latest.md')));
   assert.match(readFileSync(join(dir, 'latest.md'), 'utf8'), /\| `new_conns_per_s` \|/);
   assert.deepEqual(labLeftovers(labNames(LAB)), [], 'the lab is gone');

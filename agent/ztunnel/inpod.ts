@@ -433,10 +433,9 @@ export class PodProxy {
    */
   async admitLocal(from: { workload: EnrolledWorkload; id: SpiffeId; netnsCookie: bigint }, client: net.Socket, dstPort: number): Promise<Relayed | undefined> {
     this.stats.inbound.accepted++;
-    const fromId = from.id;
     const attrs: ConnectionAttrs = {
-      sourcePrincipal: principalOf(fromId),
-      sourceNamespace: fromId.namespace,
+      sourcePrincipal: principalOf(from.id),
+      sourceNamespace: from.id.namespace,
       sourceIp: from.workload.ip,
       destinationIp: this.workload.ip,
       destinationPort: dstPort,
@@ -446,7 +445,7 @@ export class PodProxy {
       downstream: client,
       attrs,
       srcPort: client.remotePort ?? 0,
-      peer: fromId,
+      peer: from.id,
       refuse: () => client.resetAndDestroy(),
       accept: () => undefined,
       clientNetns: from.netnsCookie,
@@ -584,8 +583,8 @@ export class PodProxy {
     await this.routing.ensurePort(attrs.destinationPort);
     for (let attempt = 0; ; attempt++) {
       const src = { ip: attrs.sourceIp, port: randomInt(20000, 61000) };
-      // A splice candidate stays registered while it lives: sockops looks it up when the app
-      // accepts, and the agent reads back the app's socket cookie from there.
+      // A splice candidate stays registered while it lives: sockops looks it up when the app's side
+      // of the handshake completes, which may come after our side reports the connect.
       const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort, { splice: opts.splice });
       let connected = false;
       try {
