@@ -34,6 +34,8 @@ export const ErrorCodes = {
   CA: 'WEFT_ERR_CA',
   /** A mutual-TLS handshake failed or the peer's identity was not acceptable; the message says why. */
   TLS: 'WEFT_ERR_TLS',
+  /** A node agent's pod channel (the CNI plugin's and the lab's way in) did not answer or refused. */
+  AGENT: 'WEFT_ERR_AGENT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

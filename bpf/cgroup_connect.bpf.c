@@ -18,7 +18,6 @@
 #define IPPROTO_TCP_ 6
 
 const volatile __u16 outbound_port = WEFT_OUTBOUND_PORT;
-const volatile __u32 proxy_mark = WEFT_PROXY_MARK;
 
 static __always_inline void weft_report(__u8 kind, __u8 reason, __u64 netns, __u64 sock_cookie,
 					const struct weft_sockaddr *dst)
@@ -37,12 +36,11 @@ static __always_inline void weft_report(__u8 kind, __u8 reason, __u64 netns, __u
  * refuse it with EPERM. *steer is set when the caller must rewrite the destination.
  */
 static __always_inline int weft_decide(struct bpf_sock_addr *ctx, const struct weft_sockaddr *dst,
-				       int loopback, int *steer)
+				       int loopback, int ipv6, int *steer)
 {
 	__u64 netns = bpf_get_netns_cookie(ctx);
 	struct weft_enrollment *en;
-	struct bpf_sock *sk;
-	__u64 cookie;
+	__u64 cookie, cgroup;
 
 	*steer = 0;
 	if (ctx->protocol != IPPROTO_TCP_)
@@ -52,9 +50,13 @@ static __always_inline int weft_decide(struct bpf_sock_addr *ctx, const struct w
 		return 1; /* not an enrolled pod: not ours to touch, and not worth an event */
 
 	cookie = bpf_get_socket_cookie(ctx);
-	/* The proxy's own sockets live in the pod's netns too; its mark keeps them from looping back. */
-	sk = ctx->sk;
-	if (sk && sk->mark == proxy_mark) {
+	/*
+	 * The proxy's own sockets live in the pod's netns too and must not loop back into it. They are
+	 * told apart by the cgroup of the task calling connect(): the agent's. Not by the socket's mark,
+	 * which a pod with CAP_NET_ADMIN could set to walk around the proxy.
+	 */
+	cgroup = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&weft_proxy_cgroups, &cgroup)) {
 		weft_report(WEFT_EV_PASSED, WEFT_REASON_PROXY_SOCKET, netns, cookie, dst);
 		return 1;
 	}
@@ -65,6 +67,14 @@ static __always_inline int weft_decide(struct bpf_sock_addr *ctx, const struct w
 	if (weft_port_excluded(dst->port, WEFT_EXCLUDE_OUTBOUND)) {
 		weft_report(WEFT_EV_PASSED, WEFT_REASON_EXCLUDED_PORT, netns, cookie, dst);
 		return 1;
+	}
+	/*
+	 * Native IPv6 is not proxied yet (the listeners are IPv4): refuse it rather than let it pass
+	 * around the mesh. Dual-stack clients fall back to IPv4 on the error.
+	 */
+	if (ipv6) {
+		weft_report(WEFT_EV_REFUSED, WEFT_REASON_IPV6, netns, cookie, dst);
+		return 0;
 	}
 	/* Fail closed: an enrolled pod whose proxy is not ready gets no plaintext path around it. */
 	if (en->state != WEFT_ENROLL_READY) {
@@ -95,7 +105,7 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 	int steer, ret;
 
 	weft_sockaddr_v4(&dst, ip, bpf_ntohs((__u16)ctx->user_port));
-	ret = weft_decide(ctx, &dst, weft_is_loopback_v4(ip), &steer);
+	ret = weft_decide(ctx, &dst, weft_is_loopback_v4(ip), 0, &steer);
 	if (steer) {
 		ctx->user_ip4 = bpf_htonl(0x7f000001);
 		ctx->user_port = bpf_htons(outbound_port);
@@ -122,12 +132,13 @@ int weft_connect6(struct bpf_sock_addr *ctx)
 		weft_sockaddr_v6(&dst, ip6, port);
 		loopback = w0 == 0 && w1 == 0 && w2 == 0 && w3 == bpf_htonl(1);
 	}
-	ret = weft_decide(ctx, &dst, loopback, &steer);
+	ret = weft_decide(ctx, &dst, loopback, !mapped, &steer);
 	if (steer) {
+		/* only IPv4-mapped destinations are steered: to the IPv4 listener, through the mapping */
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = mapped ? bpf_htonl(0x0000ffff) : 0;
-		ctx->user_ip6[3] = mapped ? bpf_htonl(0x7f000001) : bpf_htonl(1);
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
 		ctx->user_port = bpf_htons(outbound_port);
 	}
 	return ret;

@@ -9,7 +9,8 @@
  * is the pod IP), or the pod talking to itself. Note that ingress_ifindex cannot tell these apart:
  * for a local destination the kernel reports the device owning the address, not lo. When the proxy
  * hands a connection over from the client's own address (IP_TRANSPARENT, so the app sees the real
- * peer), it registers that source in weft_upstreams first, and such connections pass too.
+ * peer), it registers that one connection (both ends and the netns) in weft_upstreams first, and
+ * it passes too.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -49,8 +50,10 @@ SEC("sk_lookup")
 int weft_sk_lookup(struct bpf_sk_lookup *ctx)
 {
 	__u16 port = (__u16)ctx->local_port; /* host order */
+	__u16 remote_port = bpf_ntohs(ctx->remote_port);
 	struct weft_ip_key key = {};
 	struct weft_sockaddr dst = {};
+	struct weft_sock_key up = {};
 	struct bpf_sock *listener;
 	long err;
 
@@ -66,6 +69,7 @@ int weft_sk_lookup(struct bpf_sk_lookup *ctx)
 
 		__builtin_memcpy(key.addr, &ip, 4);
 		weft_sockaddr_v4(&dst, ip, port);
+		weft_sockaddr_v4(&up.remote, ctx->remote_ip4, remote_port);
 	} else {
 		__u32 ip6[4] = { ctx->local_ip6[0], ctx->local_ip6[1], ctx->local_ip6[2],
 				 ctx->local_ip6[3] };
@@ -73,22 +77,21 @@ int weft_sk_lookup(struct bpf_sk_lookup *ctx)
 		if (ctx->remote_ip6[0] == ip6[0] && ctx->remote_ip6[1] == ip6[1] &&
 		    ctx->remote_ip6[2] == ip6[2] && ctx->remote_ip6[3] == ip6[3])
 			return SK_PASS;
-		__builtin_memcpy(key.addr, ip6, 16);
-		weft_sockaddr_v6(&dst, ip6, port);
-	}
-	key.family = ctx->family;
-
-	struct weft_upstream_key up = {};
-
-	if (ctx->family == WEFT_AF_INET) {
-		weft_sockaddr_v4(&up.src, ctx->remote_ip4, bpf_ntohs(ctx->remote_port));
-	} else {
 		__u32 rip6[4] = { ctx->remote_ip6[0], ctx->remote_ip6[1], ctx->remote_ip6[2],
 				  ctx->remote_ip6[3] };
 
-		weft_sockaddr_v6(&up.src, rip6, bpf_ntohs(ctx->remote_port));
+		__builtin_memcpy(key.addr, ip6, 16);
+		weft_sockaddr_v6(&dst, ip6, port);
+		weft_sockaddr_v6(&up.remote, rip6, remote_port);
 	}
-	up.dst_port = port;
+	key.family = ctx->family;
+
+	/*
+	 * The proxy's own connection to the app, registered for exactly this connection. sk_lookup
+	 * cannot read its netns cookie; the key's local address (a pod IP, unique on the node) names
+	 * the netns instead, so the cookie is left 0 (see struct weft_sock_key in weft.h).
+	 */
+	up.local = dst;
 	if (bpf_map_lookup_elem(&weft_upstreams, &up))
 		return SK_PASS;
 

@@ -91,23 +91,24 @@ static __always_inline void weft_on_established(struct bpf_sock_ops *skops)
 	weft_watch_close(skops);
 }
 
-/* An app accepted a connection: is it the proxy's splice-candidate upstream? */
+/*
+ * An app accepted a connection: if it is the proxy's upstream, its weft_upstreams entry has done its
+ * job (letting the SYN past sk_lookup) and goes now, so it can never let anything else through; a
+ * splice candidate's app socket joins the sockhash first.
+ */
 static __always_inline void weft_on_passive_established(struct bpf_sock_ops *skops)
 {
-	struct weft_upstream_key up = {};
+	struct weft_sock_key up = {};
 	__u8 *bits;
 
-	if (!weft_splice_enabled())
-		return;
-	weft_sockaddr_any(&up.src, skops->family, skops->remote_ip4, skops->remote_ip6[0],
-			  skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3],
-			  weft_port_from_be32(skops->remote_port));
-	up.dst_port = (__u16)skops->local_port;
+	WEFT_SOCK_KEY(&up, skops);
+	up.netns_cookie = 0; /* as sk_lookup keys it: the pod IP names the netns */
 	bits = bpf_map_lookup_elem(&weft_upstreams, &up);
-	if (!bits || !(*bits & WEFT_UPSTREAM_SPLICE))
+	if (!bits)
 		return;
-	if (weft_splice_candidate(skops) == 0)
+	if ((*bits & WEFT_UPSTREAM_SPLICE) && weft_splice_enabled() && weft_splice_candidate(skops) == 0)
 		weft_watch_close(skops);
+	bpf_map_delete_elem(&weft_upstreams, &up);
 }
 
 /* A spliceable socket closed: its count goes unless the agent still holds the connection (armed

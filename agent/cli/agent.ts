@@ -10,6 +10,10 @@ import { FlowLog, parseFlowLogFilter } from '../flows/flow-log.js';
 import { weftVersion } from '../system/version.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname, join } from 'node:path';
+import { DEFAULT_MAX_STREAMS, type ObserverServeOptions } from '../flows/observer-server.js';
+import { OBSERVER_CERT_FILE, OBSERVER_KEY_FILE, loadTlsCredential, relaySpiffeUri, trustDomainOfCert } from '../flows/observer-tls.js';
 import { cgroup2Root } from '../system/mounts.js';
 import { hostname } from 'node:os';
 import { parseFastPaths } from '../ztunnel/fast-paths.js';
@@ -25,11 +29,20 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --root-namespace NS           where mesh-wide policies live (default istio-system)
   --cgroup PATH                 cgroup v2 directory whose processes are captured (default: the cgroup2 root)
   --bpffs DIR                   pin directory (default /sys/fs/bpf/weft)
+  --state-dir DIR               the agent's own state: this node's pods, kept across restarts (default /var/run/weft/agent)
+  --pod-socket PATH             the pod channel the CNI plugin calls (default /var/run/weft/pods.sock)
   --readiness-port N            default 15021 (GET /healthz/ready)
   --admin-port N                loopback admin API, default 15000
   --exclude-outbound-ports L    comma-separated ports never captured outbound
   --exclude-inbound-ports L     comma-separated ports never captured inbound
-  --observer-port N             Hubble Observer gRPC, default 4244
+  --observer-port N             Hubble Observer gRPC, default 4244: plaintext on 127.0.0.1 only
+  --observer-tls                also serve it on the node address with mutual TLS (or WEFT_OBSERVER_TLS=1)
+  --observer-address IP         the node address for --observer-tls (default $WEFT_NODE_IP)
+  --observer-cert FILE, --observer-key FILE
+                                its serving credential (default observer-cert.pem, observer-key.pem beside --node-cert)
+  --observer-allow SPIFFE-ID    a client identity that may read flows over TLS, repeatable
+                                (default the relay's, spiffe://<trust domain of --node-cert>/weft/relay)
+  --observer-max-streams N      flow streams served at once; the next is refused (default ${DEFAULT_MAX_STREAMS})
   --metrics-port N              Prometheus /metrics, default 15020
   --flow-ring-size N            flows kept for the Observer API, default 4095
   --flow-log FILE               every flow as one Hubble JSON line, rotated by size
@@ -63,6 +76,43 @@ function port(value: string | undefined, fallback: number, flag: string): number
   return value === undefined ? fallback : (ports(value, flag)[0] ?? fallback);
 }
 
+interface ObserverFlags {
+  'observer-tls'?: boolean;
+  'observer-address'?: string;
+  'observer-cert'?: string;
+  'observer-key'?: string;
+  'observer-allow'?: string[];
+  'observer-max-streams'?: string;
+}
+
+/** The Observer API's listeners from the flags: plaintext loopback always; mutual TLS on the node address when asked. */
+export function observerServing(values: ObserverFlags, nodeCertFile: string, rootFile: string, env: NodeJS.ProcessEnv = process.env): ObserverServeOptions {
+  const maxStreams = values['observer-max-streams'] === undefined ? DEFAULT_MAX_STREAMS : positiveInt(values['observer-max-streams'], '--observer-max-streams');
+  const envTls = env.WEFT_OBSERVER_TLS;
+  if (envTls !== undefined && !['', '0', '1', 'true', 'false'].includes(envTls)) throw new WeftError(ErrorCodes.USAGE, `WEFT_OBSERVER_TLS: "${envTls}" is not 1/true or 0/false`);
+  const tls = values['observer-tls'] === true || envTls === '1' || envTls === 'true';
+  if (!tls) {
+    for (const f of ['observer-address', 'observer-cert', 'observer-key', 'observer-allow'] as const) {
+      if (values[f] !== undefined) throw new WeftError(ErrorCodes.USAGE, `--${f} needs --observer-tls (without it the Observer API is on 127.0.0.1 only)`);
+    }
+    return { maxStreams };
+  }
+  const host = values['observer-address'] ?? env.WEFT_NODE_IP;
+  if (!host) throw new WeftError(ErrorCodes.USAGE, '--observer-tls needs the node address: --observer-address IP (or WEFT_NODE_IP)');
+  if (!isIP(host) || host === '0.0.0.0' || host === '::') throw new WeftError(ErrorCodes.USAGE, `--observer-address: "${host}" is not the node's IP address`);
+  const dir = dirname(nodeCertFile);
+  const credential = loadTlsCredential({
+    rootFile,
+    certFile: values['observer-cert'] ?? join(dir, OBSERVER_CERT_FILE),
+    keyFile: values['observer-key'] ?? join(dir, OBSERVER_KEY_FILE),
+  });
+  const allowed = values['observer-allow'] ?? [relaySpiffeUri(trustDomainOfCert(credential.certPem))];
+  for (const id of allowed) {
+    if (!/^spiffe:\/\/[^/]+\/.+/.test(id)) throw new WeftError(ErrorCodes.USAGE, `--observer-allow: "${id}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
+  }
+  return { maxStreams, tls: { host, ...credential, allowedIdentities: allowed } };
+}
+
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -78,11 +128,19 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'root-namespace': { type: 'string', default: 'istio-system' },
       cgroup: { type: 'string' },
       bpffs: { type: 'string', default: '/sys/fs/bpf/weft' },
+      'state-dir': { type: 'string', default: '/var/run/weft/agent' },
+      'pod-socket': { type: 'string', default: '/var/run/weft/pods.sock' },
       'readiness-port': { type: 'string' },
       'admin-port': { type: 'string' },
       'exclude-outbound-ports': { type: 'string' },
       'exclude-inbound-ports': { type: 'string' },
       'observer-port': { type: 'string' },
+      'observer-tls': { type: 'boolean' },
+      'observer-address': { type: 'string' },
+      'observer-cert': { type: 'string' },
+      'observer-key': { type: 'string' },
+      'observer-allow': { type: 'string', multiple: true },
+      'observer-max-streams': { type: 'string' },
       'metrics-port': { type: 'string' },
       'flow-ring-size': { type: 'string', default: '4095' },
       'flow-log': { type: 'string' },
@@ -124,11 +182,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
     rootNamespace: values['root-namespace'],
     cgroup: values.cgroup ?? cgroup2Root(),
     bpffs: values.bpffs,
+    stateDir: values['state-dir'],
+    podSocket: values['pod-socket'],
     readinessPort: port(values['readiness-port'], 15021, '--readiness-port'),
     adminPort: port(values['admin-port'], 15000, '--admin-port'),
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
     excludeInboundPorts: ports(values['exclude-inbound-ports'], '--exclude-inbound-ports'),
     observerPort: port(values['observer-port'], 4244, '--observer-port'),
+    observer: observerServing(values, certFile, rootFile),
     metricsPort: port(values['metrics-port'], 15020, '--metrics-port'),
     flowRingSize: positiveInt(values['flow-ring-size'], '--flow-ring-size'),
     ...(values['flow-log']

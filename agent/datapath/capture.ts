@@ -29,7 +29,6 @@ import {
   encodeIpKey,
   encodePort,
   encodeTupleKey,
-  encodeUpstreamKey,
   encodeU64,
   type OriginalDst,
   type SockAddr,
@@ -46,6 +45,9 @@ export function bpfBuildDir(): string {
   if (!dir) throw new WeftError(ErrorCodes.BPF, `BPF objects not built (run \`make -C bpf\`); looked in ${candidates.join(', ')}`);
   return dir;
 }
+
+/** weft_proxy_cgroups' max_entries (bpf/lib/maps.h). */
+const PROXY_CGROUPS_MAX = 16;
 
 const CGROUP_PROGRAMS = ['weft_connect4', 'weft_connect6', 'weft_sockops'] as const;
 
@@ -74,6 +76,7 @@ export class CaptureDatapath {
   readonly listeners: BpfMap;
   readonly excludedPorts: BpfMap;
   readonly upstreams: BpfMap;
+  private readonly proxyCgroups: BpfMap;
   readonly events: BpfMap;
   readonly eventsLost: BpfMap;
   private spliceVerdict: SockmapAttachment | undefined;
@@ -103,6 +106,7 @@ export class CaptureDatapath {
     this.listeners = first.map('weft_listeners');
     this.excludedPorts = first.map('weft_excl_ports');
     this.upstreams = first.map('weft_upstreams');
+    this.proxyCgroups = first.map('weft_proxy_cgroups');
     this.events = first.map('weft_events');
     this.eventsLost = first.map('weft_ev_lost');
     this.splice = {
@@ -245,13 +249,32 @@ export class CaptureDatapath {
   }
 
   /**
-   * The proxy is about to connect to an app from `src` (the client's address, transparently): let
-   * that connection through inbound capture. Returns the function that forgets it again.
+   * The proxy is about to connect to an app (`conn.local`, a pod IP: it names the pod's netns) from
+   * `conn.remote`, the client's address taken transparently: let exactly that connection through
+   * inbound capture. sockops removes the entry once the app accepted; the returned function removes
+   * it too (idempotent), for a connect that failed.
    */
-  allowUpstream(src: SockAddr, dstPort: number, opts: { splice?: boolean } = {}): () => void {
-    const key = encodeUpstreamKey(src, dstPort);
+  allowUpstream(conn: Omit<SockKey, 'netnsCookie'>, opts: { splice?: boolean } = {}): () => void {
+    const key = encodeSockKey({ ...conn, netnsCookie: 0n });
     this.upstreams.update(key, Buffer.from([UpstreamBits.PASS | (opts.splice ? UpstreamBits.SPLICE : 0)]));
     return () => void this.upstreams.delete(key);
+  }
+
+  /** Entries waiting in weft_upstreams (connects in flight), for gauges and leak tests. */
+  pendingUpstreams(): number {
+    return this.upstreams.keys().length;
+  }
+
+  /**
+   * Sockets created by tasks in this cgroup are the proxy's own and never captured. Ids of agents
+   * that are gone stay harmless (a cgroup id is never reused); past the map's size, others go.
+   */
+  registerProxyCgroup(id: bigint): void {
+    const key = encodeU64(id);
+    if (this.proxyCgroups.lookup(key)) return;
+    const others = this.proxyCgroups.keys();
+    if (others.length >= PROXY_CGROUPS_MAX) for (const k of others.slice(0, others.length - PROXY_CGROUPS_MAX + 1)) this.proxyCgroups.delete(k);
+    this.proxyCgroups.update(key, Buffer.from([1]));
   }
 
   // --- same-node splice (bpf/splice.bpf.c) --------------------------------------------------------

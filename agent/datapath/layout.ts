@@ -4,6 +4,9 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { decode, encode, ipv4, ipv6, pad, struct, u16, u32, u64, u8, type Codec } from '../../native/codec.js';
 
 export const PROXY_MARK = 0x539;
+/** SO_MARK of the proxy's transparent sockets toward an app (and, inherited through
+ * tcp_fwmark_accept, of the app's side of them): their replies route back to the proxy. */
+export const APP_MARK = 0x53a;
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
 export const HBONE_PORT = 15008;
@@ -30,6 +33,7 @@ export const Reason = {
   4: 'PROXY_NOT_READY',
   5: 'NO_LISTENER',
   6: 'PROXY_PORT',
+  7: 'IPV6',
 } as const;
 export type ReasonName = (typeof Reason)[keyof typeof Reason];
 
@@ -81,7 +85,6 @@ const SpliceCtlC = struct({ target: SockKeyC, forwarded: u64, armed: u32, pad: p
 const Config = struct({ flags: u32, pad: pad(4) }, { size: 8 });
 const TupleKey = struct({ netns_cookie: u64, src: sockAddr }, { size: 32 });
 const IpKey = struct({ addr: ip16, family: u32 }, { size: 20 });
-const UpstreamKey = struct({ src: sockAddr, dst_port: u16, pad: pad(2) }, { size: 24 });
 const Event = struct(
   {
     ts_ns: u64,
@@ -188,10 +191,6 @@ export function encodeIpKey(ip: string): Buffer {
   return encode(IpKey, { addr: ip, family: family(ip) });
 }
 
-/** struct weft_upstream_key: the proxy's transparent source toward an app port. */
-export function encodeUpstreamKey(src: SockAddr, dstPort: number): Buffer {
-  return encode(UpstreamKey, { src, dst_port: dstPort });
-}
 
 /** struct weft_event — 96 bytes; see bpf/include/weft.h. */
 export const EVENT_SIZE = Event.size;

@@ -48,7 +48,9 @@ import {
 import { execInPod, httpStatus, startAgentProcess, startContainer, startHostProcess, stopPid, tail, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
 import { journal, podKey, readState, writeState, type ControllerState, type LabState, type NodeState, type PodState, type RelayState } from './state.js';
 import { ObserverClient } from '../relay/client.js';
+import { writeObserverCredentialFiles } from '../flows/observer-tls.js';
 import { RELAY_PORT } from '../relay/server.js';
+import { podChannelRequest, toRequest, type LocalPod } from '../node/pod-channel.js';
 import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
 // WEFT_LAB_LOG_LEVEL quiets the lab's own log (the demo prints progress instead) without touching the agents'.
@@ -136,17 +138,22 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
   try {
     progress(`network: fabric bridge, ${model.nodes.length} nodes, their pod networks`);
     await createInfrastructure(state, names, model);
+    if (agents) {
+      // As on a real cluster, the node agents run before the pods: each pod is handed to its node's
+      // agent (the CNI call) before its containers start, so its first packet is already meshed.
+      progress('controller: CA, node credentials, discovery and certificates on :15012');
+      await startController(state, names, model, readyTimeout(opts));
+      progress(`agents: loading eBPF capture on ${Object.keys(state.nodes).join(', ')}`);
+      await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
+      await Promise.all(Object.values(state.nodes).map((n) => waitAgentReady(state, n, readyTimeout(opts))));
+    }
     progress(`pods: ${model.pods.length} network namespaces and cgroups, containers starting`);
     await reconcile(state, names, model);
     if (agents) {
-      progress('controller: CA, node credentials, discovery and certificates on :15012');
-      await startController(state, names, model, readyTimeout(opts));
-      progress(`agents: loading eBPF capture and enrolling pods on ${Object.keys(state.nodes).join(', ')}`);
-      await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
       await Promise.all(
         Object.values(state.nodes).map(async (n) => {
           await waitAgentReady(state, n, readyTimeout(opts));
-          progress(`agent on ${n.name} ready`);
+          progress(`agent on ${n.name} ready, its pods enrolled`);
         }),
       );
       progress('relay: every node\'s flows on localhost:4245');
@@ -262,7 +269,7 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
     const changed = !prev || specOf(prev) !== specOf(pod);
     if (ps && ps.node !== pod.spec.nodeName) {
       log.info({ pod: key, from: ps.node, to: pod.spec.nodeName }, 'pod moved to another node; recreating it');
-      await destroyPod(state, ps);
+      await destroyPod(state, names, ps);
       delete state.pods[key];
       ps = undefined;
     } else if (ps && changed) {
@@ -271,7 +278,7 @@ async function reconcile(state: LabState, names: LabNames, model: LabModel, sour
     }
     const cwd = dirname(sources.get(key) ?? pod.source.file);
     if (!ps) {
-      ps = await createPod(state, names, pod, cwd);
+      ps = await createPod(state, names, model, pod, cwd);
     } else if (sources.has(key)) {
       ps.cwd = cwd;
     }
@@ -368,7 +375,7 @@ function lbEntries(state: LabState, model: LabModel): LbEntry[] {
   return entries;
 }
 
-async function createPod(state: LabState, names: LabNames, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
+async function createPod(state: LabState, names: LabNames, model: LabModel, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
   const key = podKey(pod.metadata.namespace, pod.metadata.name);
   const node = state.nodes[pod.spec.nodeName];
   if (!node) throw new WeftError(ErrorCodes.LAB, `pod ${key}: node ${pod.spec.nodeName} does not exist`);
@@ -397,6 +404,14 @@ async function createPod(state: LabState, names: LabNames, pod: WithSource<PodRe
   await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseCidr(node.podCIDR).prefix, gateway: node.gateway });
   writeState(state);
   log.info({ pod: key, node: node.name, ip: podIP }, 'pod network ready');
+  // The runtime's CNI call, before any container runs: the agent attaches capture, or says no.
+  if (state.agents && node.agentPid !== undefined && pidAlive(node.agentPid)) {
+    const nsLabels = model.namespaces.get(pod.metadata.namespace)?.metadata.labels ?? {};
+    const local: LocalPod = { namespace: ps.namespace, name: ps.name, containerId: `lab-${state.name}-${index}`, netns: ps.netnsPath, ips: [podIP], labels: pod.metadata.labels ?? {}, namespaceLabels: nsLabels };
+    const r = await podChannelRequest(names.podSocket(node.name), 'add', toRequest(local));
+    if (r.status !== 200) throw new WeftError(ErrorCodes.LAB, `pod ${key}: the agent of node ${node.name} refused it: ${String(r.body.error)}`);
+    log.info({ pod: key, capture: r.body.state }, 'pod handed to its node agent');
+  }
   return ps;
 }
 
@@ -423,8 +438,14 @@ async function killPodProcesses(ps: PodState): Promise<void> {
   ps.containers = [];
 }
 
-async function destroyPod(state: LabState, ps: PodState): Promise<void> {
+async function destroyPod(state: LabState, names: LabNames, ps: PodState): Promise<void> {
   await killPodProcesses(ps);
+  const node = state.nodes[ps.node];
+  if (node?.agentPid !== undefined && pidAlive(node.agentPid)) {
+    await podChannelRequest(names.podSocket(node.name), 'del', { podNamespace: ps.namespace, podName: ps.name, containerId: `lab-${state.name}-${ps.index}` }).catch((err: unknown) =>
+      log.warn({ pod: `${ps.namespace}/${ps.name}`, err: errorMessage(err) }, 'the node agent did not take the pod deletion'),
+    );
+  }
   await deleteNetns(ps.netns);
   rmSync(etcNetnsDir(ps.netns), { recursive: true, force: true });
   rmdirCgroupTree(ps.cgroup);
@@ -515,6 +536,10 @@ export async function labApply(files: readonly string[], opts: ApplyOptions = {}
   state.status = 'applying';
   writeState(state);
   await reconcile(state, names, model, sources);
+  // Like `kubectl apply` followed by a rollout wait: new pods are enrolled before apply returns.
+  if (state.agents) {
+    await Promise.all(Object.values(state.nodes).filter((n) => n.agentPid !== undefined && pidAlive(n.agentPid)).map((n) => waitAgentReady(state, n, readyTimeout())));
+  }
   state.status = 'up';
   writeState(state);
   log.info({ lab: name, objects: incoming.length }, 'applied');
@@ -733,8 +758,8 @@ async function relayAnswers(listen: string, timeoutMs: number): Promise<boolean>
 
 /**
  * The lab's relay: `weft relay` in the host netns (cgroup `<lab>/relay`), on 127.0.0.1:4245,
- * discovering the nodes (their Observer on <node IP>:4244) from the controller. Resolves once it
- * answers ServerStatus.
+ * discovering the nodes (their Observer on <node IP>:4244, mutual TLS) from the controller, with its
+ * own client credential from the lab's CA in `<state>/relay`. Resolves once it answers ServerStatus.
  */
 async function startRelay(state: LabState, names: LabNames, timeoutMs: number): Promise<void> {
   const c = state.controller;
@@ -743,7 +768,26 @@ async function startRelay(state: LabState, names: LabNames, timeoutMs: number): 
   const r: RelayState = { cgroup: join(cgroup2Root(), names.relayCgroupRel), log: names.relayLog, listen: RELAY_LISTEN };
   state.relay = r;
   mkCgroup(state, r.cgroup);
-  const argv = [process.execPath, agentEntry(), 'relay', '--listen', r.listen, '--controller-monitoring', `http://${c.monitoring}`, '--refresh', '5'];
+  // The nodes' Observer APIs take only the relay's identity over TLS: it gets its credential from the mesh CA.
+  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: c.trustDomain });
+  const creds = await writeObserverCredentialFiles(ca, { relay: true }, join(names.stateDir, 'relay'));
+  const argv = [
+    process.execPath,
+    agentEntry(),
+    'relay',
+    '--listen',
+    r.listen,
+    '--controller-monitoring',
+    `http://${c.monitoring}`,
+    '--refresh',
+    '5',
+    '--client-cert',
+    creds.certFile,
+    '--client-key',
+    creds.keyFile,
+    '--root-cert',
+    creds.rootFile,
+  ];
   r.pid = await startHostProcess({ cgroup: r.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: r.log, cwd: REPO_ROOT });
   writeState(state);
   log.info({ lab: state.name, pid: r.pid, listen: r.listen, log: r.log }, 'relay started');
@@ -769,6 +813,10 @@ async function startAgentFor(state: LabState, names: LabNames, node: NodeState):
   const controller = state.controller;
   if (!controller) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${state.name}" has no controller; agents need one (run "weft lab down" and "weft lab up")`);
   const creds = names.nodeCredentialsDir(node.name);
+  // The Observer API: plaintext on the node's loopback, mutual TLS on the node's IP (the relay's way in),
+  // served with a certificate from the lab's CA naming the node.
+  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: controller.trustDomain });
+  const observer = await writeObserverCredentialFiles(ca, { node: node.name }, creds);
   const argv = [
     process.execPath,
     agentEntry(),
@@ -791,6 +839,17 @@ async function startAgentFor(state: LabState, names: LabNames, node: NodeState):
     node.cgroup,
     '--bpffs',
     node.bpffs,
+    '--state-dir',
+    names.agentStateDir(node.name),
+    '--pod-socket',
+    names.podSocket(node.name),
+    '--observer-tls',
+    '--observer-address',
+    node.ip,
+    '--observer-cert',
+    observer.certFile,
+    '--observer-key',
+    observer.keyFile,
   ];
   const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LAB: state.name, WEFT_NODE_NAME: node.name, WEFT_NODE_IP: node.ip };
   const pid = await startAgentProcess({ cgroup: node.agentCgroup, netnsPath: node.netnsPath, argv, env, log: node.agentLog, cwd: REPO_ROOT });

@@ -56,6 +56,9 @@ export interface LabNames {
   controllerLog: string;
   /** A node agent's credential toward the controller: node-cert.pem, node-key.pem, root-cert.pem. */
   nodeCredentialsDir(node: string): string;
+  /** The node agent's own state directory (its pods) and its pod channel socket. */
+  agentStateDir(node: string): string;
+  podSocket(node: string): string;
   controllerCgroupRel: string;
   /** The relay's log and cgroup (host netns, like the controller). */
   relayLog: string;
@@ -95,6 +98,8 @@ export function labNames(lab: string): LabNames {
     controllerDir: join(stateDir, 'controller'),
     controllerLog: join(stateDir, 'logs', 'controller.log'),
     nodeCredentialsDir: (node) => join(stateDir, 'nodes', node),
+    agentStateDir: (node) => join(stateDir, 'nodes', node, 'agent'),
+    podSocket: (node) => join(stateDir, 'nodes', node, 'pods.sock'),
     controllerCgroupRel: `${cgroupRel}/controller`,
     relayLog: join(stateDir, 'logs', 'relay.log'),
     relayCgroupRel: `${cgroupRel}/relay`,

@@ -7,6 +7,7 @@ import { CaptureDatapath } from '../datapath/capture.js';
 import { CaptureEventStream } from '../datapath/events.js';
 import { errorMessage } from '../errors.js';
 import { IdentityManager } from '../identity/manager.js';
+import { cgroupId, ownCgroupPath } from '../system/mounts.js';
 import type { Logger } from '../log.js';
 import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
 import { ClusterState, DEFAULT_MESH_SETTINGS, type Workload } from '../state/cluster-state.js';
@@ -16,13 +17,18 @@ import type { FlowLog } from '../flows/flow-log.js';
 import { FlowPipeline } from '../flows/pipeline.js';
 import { packConnectionInfo } from '../flows/proto.js';
 import { FlowStore } from '../flows/store.js';
-import { ObserverServer } from '../flows/observer-server.js';
+import { ObserverServer, type ObserverServeOptions } from '../flows/observer-server.js';
 import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
 import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';
 import { formatFastPaths, parseFastPaths, type FastPaths } from '../ztunnel/fast-paths.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
+import { LocalPodStore, PodChannel, podKeyOf, type CaptureState, type LocalPod } from './pod-channel.js';
+import { enrolledByLabels } from '../registry/types.js';
+import { isIPv4 } from 'node:net';
+import { join } from 'node:path';
+import { EnrollState } from '../datapath/layout.js';
 
 export interface AgentOptions {
   node: string;
@@ -40,16 +46,31 @@ export interface AgentOptions {
   excludeInboundPorts: number[];
   /** Observer gRPC (Hubble's per-node API), Prometheus metrics, flow ring size. */
   observerPort: number;
+  /** The Observer API beyond plaintext on 127.0.0.1:observerPort: mutual TLS on the node address, stream cap. */
+  observer?: ObserverServeOptions;
   metricsPort: number;
   flowRingSize: number;
   flowLog?: FlowLog;
   /** Fast paths on at start; the admin API can change them (new connections only). */
   fastPaths: FastPaths;
+  /** The agent's own state on the node: the pods the runtime told it about (kept across restarts). */
+  stateDir: string;
+  /** The pod channel's unix socket (the CNI plugin's and the lab's way to add and delete pods). */
+  podSocket: string;
   version: string;
   log: Logger;
 }
 
 const LOST_EVENTS_POLL_MS = 1000;
+/** A pod whose proxy could not start is tried again after this long (it stays PENDING meanwhile). */
+const RETRY_ENROLL_MS = 2000;
+
+/** What the agent does with one of its pods. */
+type PodDecision =
+  | { kind: 'enroll'; workload: EnrolledWorkload }
+  /** Enrolled (or maybe enrolled) but not startable yet: captured, connections refused. */
+  | { kind: 'hold'; why: string }
+  | { kind: 'release' };
 /** Every this many housekeeping rounds, the C heap's free pages go back to the kernel: TLS, HTTP/2
  * and socket buffers of a burst are freed by then, but glibc would keep them (~30 MB after bulk). */
 const TRIM_EVERY_ROUNDS = 10;
@@ -58,14 +79,22 @@ export class NodeAgent {
   private state = new ClusterState([]);
   private trustDomain: string;
   private readonly proxies = new Map<string, PodProxy>();
-  /** Pods that could not be enrolled: why, and their netns cookie (kept PENDING: fail closed). */
-  private readonly failed = new Map<string, { error: string; cookie: bigint | undefined }>();
+  /** Proxies being started, by pod key (each pod starts on its own: one slow pod stalls no other). */
+  private readonly starting = new Map<string, Promise<void>>();
+  /** Pods that could not be enrolled, and why (kept PENDING: fail closed; retried). */
+  private readonly failed = new Map<string, string>();
+  /** This node's pods as the runtime described them (pod channel), by `ns/name`. */
+  private readonly localPods = new Map<string, LocalPod>();
+  /** Pods whose capture this agent holds (PENDING or READY): netns cookie and path. */
+  private readonly captured = new Map<string, { cookie: bigint; netns: string }>();
+  private decisions = new Map<string, PodDecision>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly podStore: LocalPodStore;
+  private readonly podChannel: PodChannel;
   private configProblems: string[] = [];
   /** `ns/sa` of the local service accounts whose certificates we keep. */
   private accounts = new Set<string>();
   private synced = false;
-  private firstUpdate!: Promise<void>;
-  private reconciling: Promise<void> = Promise.resolve();
   private readonly readiness: ReadinessServer;
   private readonly admin: AdminServer;
   private readonly identities: IdentityManager;
@@ -104,6 +133,8 @@ export class NodeAgent {
       onQueueLoss: (n) => this.metrics.recordLost('OBSERVER_EVENTS_QUEUE', n),
     });
     this.metricsServer = new MetricsServer(this.metrics);
+    this.podStore = new LocalPodStore(join(options.stateDir, 'pods'));
+    this.podChannel = new PodChannel({ add: (pod) => this.addPod(pod), del: (key) => this.deletePod(key) }, options.log);
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
       '/config_dump': () => this.configDump(),
@@ -134,31 +165,37 @@ export class NodeAgent {
       excludeInboundPorts: this.options.excludeInboundPorts,
       log,
     });
+    // This process's sockets in pod netns are the proxy's own: capture must let them through.
+    const proxyCgroup = ownCgroupPath();
+    this.datapath.registerProxyCgroup(cgroupId(proxyCgroup));
     this.setFastPaths(this.fastPaths);
-    log.info({ ...this.datapath.report, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
+    log.info({ ...this.datapath.report, proxyCgroup, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
     this.events = new CaptureEventStream(this.datapath, log);
     this.events.subscribe((e) => {
       if (e.kind === 'REFUSED') log.info({ event: e }, 'capture refused a connection');
       else log.debug({ event: e }, 'capture event');
       this.flows.capture(e, (cookie) => this.podOfCookie(cookie));
     });
+    // The pods this node already had (kept by the previous agent): captured again before anything else.
+    for (const pod of this.podStore.load(log)) this.localPods.set(podKeyOf(pod), pod);
+    this.reconcile();
+    await this.podChannel.listen(this.options.podSocket);
     await this.admin.listen(this.options.adminPort);
     await this.readiness.listen('0.0.0.0', this.options.readinessPort);
-    await this.observer.listen('0.0.0.0', this.options.observerPort);
+    await this.observer.serve(this.options.observerPort, this.options.observer);
     await this.metricsServer.listen('0.0.0.0', this.options.metricsPort);
     this.housekeeping = setInterval(() => this.refreshGauges(), LOST_EVENTS_POLL_MS);
     this.housekeeping.unref();
-    this.firstUpdate = new Promise<void>((resolve) => {
+    await new Promise<void>((resolve) => {
       this.options.source.start((u) => {
         this.apply(u);
         resolve();
       });
     });
-    await this.firstUpdate;
-    await this.reconciling;
-    this.removeStaleCapture();
-    this.lostSeen = this.datapath.lostEvents();
     this.synced = true;
+    this.removeStaleCapture();
+    await Promise.allSettled([...this.starting.values()]);
+    this.lostSeen = this.datapath.lostEvents();
     log.info({ node: this.options.node, pods: [...this.proxies.keys()] }, 'agent ready');
   }
 
@@ -187,7 +224,47 @@ export class NodeAgent {
       trustDomain: this.trustDomain,
       rootNamespace: this.options.rootNamespace,
     });
-    this.reconciling = this.reconciling.then(() => this.reconcile());
+    this.reconcile();
+  }
+
+  /** Pod channel ADD: capture is attached (or the pod found not enrolled) before this resolves. */
+  private async addPod(pod: LocalPod): Promise<CaptureState> {
+    const key = podKeyOf(pod);
+    this.podStore.save(pod);
+    this.localPods.set(key, pod);
+    this.reconcile();
+    this.options.log.info({ pod: key, netns: pod.netns, ips: pod.ips, decision: this.decisions.get(key)?.kind }, 'pod added by the runtime');
+    const d = this.decisions.get(key);
+    if (d?.kind === 'release') return 'NOT_ENROLLED';
+    if (!this.captured.has(key)) throw new Error(`capture could not be attached to ${pod.netns}: ${this.failed.get(key) ?? 'unknown reason'}`);
+    await this.starting.get(key);
+    return this.proxies.has(key) ? 'READY' : 'PENDING';
+  }
+
+  /** Pod channel DEL: idempotent, as CNI wants it. */
+  private async deletePod(p: { namespace: string; name: string }): Promise<void> {
+    const key = podKeyOf(p);
+    this.localPods.delete(key);
+    this.podStore.remove(key);
+    this.reconcile();
+    this.options.log.info({ pod: key }, 'pod deleted by the runtime');
+  }
+
+  /** What to do with a pod of this node, from the latest cluster state and the runtime's labels. */
+  private decide(pod: LocalPod): PodDecision {
+    const w = this.state.workloadByKey(podKeyOf(pod));
+    if (w && w.node === this.options.node) {
+      if (!w.enrolled) return { kind: 'release' };
+      // The runtime's address is the one the pod really has.
+      const ip = pod.ips.find((a) => isIPv4(a)) ?? w.ip;
+      if (!ip) return { kind: 'hold', why: 'the pod has no IPv4 address' };
+      return { kind: 'enroll', workload: { ...w, ip, netns: pod.netns } };
+    }
+    // Not (yet) in the cluster state: decide from labels when both are known; otherwise refuse its
+    // traffic until the state says (fail closed — when in doubt, the pod waits).
+    const namespaceLabels = this.state.namespaceLabels(pod.namespace) ?? pod.namespaceLabels;
+    if (pod.labels !== undefined && namespaceLabels !== undefined && !enrolledByLabels(pod.labels, namespaceLabels)) return { kind: 'release' };
+    return { kind: 'hold', why: this.synced ? 'not in the cluster state yet' : 'waiting for the cluster state' };
   }
 
   private setFastPaths(f: FastPaths): FastPaths {
@@ -212,12 +289,17 @@ export class NodeAgent {
     return undefined;
   }
 
-  /** Bring certificates and in-pod proxies in line with the enrolled pods of this node. */
-  private async reconcile(): Promise<void> {
+  /**
+   * Bring capture, certificates and in-pod proxies in line with this node's pods. Synchronous: each
+   * proxy starts on its own (with a deadline), so a pod whose certificate is late stalls nothing else,
+   * and capture of every enrolled pod is in force before this returns.
+   */
+  private reconcile(): void {
+    const { log } = this.options;
+    this.decisions = new Map([...this.localPods].map(([key, pod]) => [key, this.decide(pod)]));
+    for (const key of this.failed.keys()) if (!this.localPods.has(key)) this.failed.delete(key);
     const want = new Map<string, EnrolledWorkload>();
-    for (const w of this.state.enrolledOn(this.options.node)) {
-      if (w.netns && w.ip) want.set(w.key, { ...w, netns: w.netns, ip: w.ip });
-    }
+    for (const [key, d] of this.decisions) if (d.kind === 'enroll') want.set(key, d.workload);
     // Certificates are fetched ahead of need for every local service account.
     const accounts = new Set([...want.values()].map((w) => `${w.namespace}/${w.serviceAccount}`));
     for (const key of accounts) {
@@ -230,61 +312,126 @@ export class NodeAgent {
     }
     this.accounts = accounts;
 
+    // A proxy whose pod changed or left stops; capture of a pod that stays enrolled stays (PENDING).
     for (const [key, proxy] of this.proxies) {
       const w = want.get(key);
       if (w && w.ip === proxy.workload.ip && w.netns === proxy.workload.netns && w.serviceAccount === proxy.workload.serviceAccount) continue;
       proxy.stop();
       this.proxies.delete(key);
     }
-    await Promise.all(
-      [...want].filter(([key]) => !this.proxies.has(key)).map(async ([key, w]) => {
-        let cookie: bigint | undefined;
-        try {
-          cookie = netnsCookie(w.netns);
-          const proxy = await PodProxy.start(w, cookie, {
-            datapath: this.datapath,
-            state: () => this.state,
-            identities: this.identities,
-            pool: this.pool,
-            log: this.options.log,
-            flows: (e) => this.flows.connection(e),
-            fastPaths: () => this.fastPaths,
-            localProxy: (ip) => this.proxyByIp(ip),
-          });
-          this.proxies.set(key, proxy);
-          this.failed.delete(key);
-        } catch (err) {
-          this.failed.set(key, { error: errorMessage(err), cookie });
-          this.options.log.error({ pod: key, err: errorMessage(err) }, 'cannot enroll pod; its traffic is refused until it can be');
-        }
-      }),
-    );
-    for (const key of this.failed.keys()) if (!want.has(key)) this.failed.delete(key);
-    this.datapath.setSpliceDestinations(this.localDestinations());
+    for (const [key, d] of this.decisions) {
+      if (d.kind === 'release') {
+        this.release(key);
+        continue;
+      }
+      if (!this.capture(key)) continue;
+      if (d.kind === 'enroll' && !this.proxies.has(key) && !this.starting.has(key)) this.startProxy(key, d.workload);
+    }
+    for (const key of this.captured.keys()) if (!this.localPods.has(key)) this.release(key);
+    try {
+      this.datapath.setSpliceDestinations(this.localDestinations());
+    } catch (err) {
+      log.error({ err: errorMessage(err) }, 'could not update the splice destinations');
+    }
     // Policy may have changed: existing connections it now denies are closed.
     for (const proxy of this.proxies.values()) proxy.reauthorize();
   }
 
-  /** After a restart: forget enrollments and inbound links of pods that are gone from this node. */
+  /** Capture a pod's traffic, PENDING until its proxy is ready. Idempotent; false when impossible. */
+  private capture(key: string): boolean {
+    if (this.captured.has(key)) return true;
+    const pod = this.localPods.get(key)!;
+    try {
+      const cookie = netnsCookie(pod.netns);
+      this.datapath.setEnrollment(cookie, EnrollState.PENDING);
+      this.datapath.attachNetns(cookie, pod.netns);
+      this.captured.set(key, { cookie, netns: pod.netns });
+      return true;
+    } catch (err) {
+      // The netns is gone (the pod died while no agent ran) or capture cannot be attached.
+      this.failed.set(key, `capture: ${errorMessage(err)}`);
+      this.options.log.error({ pod: key, netns: pod.netns, err: errorMessage(err) }, 'cannot capture pod');
+      return false;
+    }
+  }
+
+  /** The pod left the mesh (or the node): its proxy stops and capture is removed, last. */
+  private release(key: string): void {
+    const proxy = this.proxies.get(key);
+    proxy?.stop();
+    this.proxies.delete(key);
+    const held = this.captured.get(key);
+    if (!held) return;
+    this.captured.delete(key);
+    try {
+      this.datapath.removeEnrollment(held.cookie);
+      this.datapath.detachNetns(held.cookie);
+    } catch (err) {
+      this.options.log.warn({ pod: key, err: errorMessage(err) }, 'error while releasing capture');
+    }
+    new TransparentRouting(held.netns).clear().catch((err: unknown) => this.options.log.debug({ pod: key, err: errorMessage(err) }, 'could not clear routing rules'));
+    this.options.log.info({ pod: key }, 'pod released from capture');
+  }
+
+  private startProxy(key: string, w: EnrolledWorkload): void {
+    const { cookie } = this.captured.get(key)!;
+    const started = PodProxy.start(w, cookie, {
+      datapath: this.datapath,
+      state: () => this.state,
+      identities: this.identities,
+      pool: this.pool,
+      log: this.options.log,
+      flows: (e) => this.flows.connection(e),
+      fastPaths: () => this.fastPaths,
+      localProxy: (ip) => this.proxyByIp(ip),
+    }).then(
+      (proxy) => {
+        this.starting.delete(key);
+        const d = this.decisions.get(key);
+        if (d?.kind !== 'enroll' || d.workload.netns !== w.netns || d.workload.serviceAccount !== w.serviceAccount || d.workload.ip !== w.ip) {
+          proxy.stop(); // the pod changed while its proxy started
+          return;
+        }
+        this.proxies.set(key, proxy);
+        this.failed.delete(key);
+        this.datapath.setSpliceDestinations(this.localDestinations());
+      },
+      (err: unknown) => {
+        this.starting.delete(key);
+        this.failed.set(key, errorMessage(err));
+        this.options.log.error({ pod: key, err: errorMessage(err) }, 'cannot enroll pod; its traffic is refused until it can be');
+        this.retryLater();
+      },
+    );
+    this.starting.set(key, started);
+  }
+
+  private retryLater(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.reconcile();
+    }, RETRY_ENROLL_MS);
+    this.retryTimer.unref();
+  }
+
+  /** After a restart: forget enrollments and inbound links of netns that are not this node's pods. */
   private removeStaleCapture(): void {
-    const live = new Set([...this.proxies.values()].map((p) => p.cookie));
-    for (const f of this.failed.values()) if (f.cookie !== undefined) live.add(f.cookie);
+    const live = new Set([...this.captured.values()].map((c) => c.cookie));
     for (const cookie of this.datapath.enrolledCookies().keys()) {
       if (!live.has(cookie)) this.datapath.removeEnrollment(cookie);
     }
     for (const cookie of this.datapath.pinnedNetnsCookies()) {
       if (!live.has(cookie)) this.datapath.detachNetns(cookie);
     }
-    // Pods un-enrolled while no agent ran may still carry the proxy's routing rules.
-    for (const w of this.state.workloads) {
-      if (w.node !== this.options.node || w.enrolled || !w.netns || !w.ip) continue;
-      new TransparentRouting(w.netns, w.ip).clear().catch((err: unknown) => this.options.log.warn({ pod: w.key, err: errorMessage(err) }, 'could not clear routing rules'));
-    }
   }
 
+  /** Readiness tells counts only: it is reachable from the network, pod names stay on the admin API. */
   private readyState(): { ready: boolean; reason?: string } {
     if (!this.synced) return { ready: false, reason: 'initial sync not done' };
-    if (this.failed.size) return { ready: false, reason: `pods not enrolled: ${[...this.failed.keys()].join(', ')}` };
+    // Held pods count too: their traffic is refused until they are enrolled.
+    const waiting = [...this.decisions].filter(([key, d]) => d.kind !== 'release' && !this.proxies.has(key)).length;
+    if (waiting) return { ready: false, reason: `${waiting} pod(s) not enrolled yet` };
     return { ready: true };
   }
 
@@ -304,7 +451,8 @@ export class NodeAgent {
         netnsCookie: p.cookie.toString(),
         stats: p.stats,
       })),
-      failed: Object.fromEntries([...this.failed].map(([k, f]) => [k, f.error])),
+      failed: Object.fromEntries(this.failed),
+      pods: Object.fromEntries([...this.localPods].map(([k, p]) => [k, { netns: p.netns, ips: p.ips, decision: this.decisions.get(k)?.kind, ...(this.decisions.get(k)?.kind === 'hold' ? { why: (this.decisions.get(k) as { why: string }).why } : {}) }])),
       services: this.state.services,
       policies: {
         authorization: this.state.authorizationPolicies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`),
@@ -328,7 +476,9 @@ export class NodeAgent {
     this.observer.close();
     this.metricsServer.close();
     await this.options.flowLog?.close();
-    await this.reconciling;
+    clearTimeout(this.retryTimer);
+    this.podChannel.close();
+    await Promise.allSettled([...this.starting.values()]);
     for (const p of this.proxies.values()) p.shutdown();
     this.proxies.clear();
     this.pool.close();

@@ -106,9 +106,14 @@ export const DATAPLANE_NONE = 'none';
 
 /** Is this pod enrolled in the mesh: its namespace is labelled ambient and the pod does not opt out. */
 export function isEnrolled(pod: PodResource, ns: NamespaceResource | undefined): boolean {
-  const podMode = DataplaneModeLabels.map((k) => pod.metadata.labels?.[k]).find((v) => v !== undefined);
+  return enrolledByLabels(pod.metadata.labels, ns?.metadata.labels);
+}
+
+/** The enrollment rule on labels alone: the pod's own label wins (`none` opts out), else the namespace's. */
+export function enrolledByLabels(podLabels: Readonly<Record<string, string>> | undefined, namespaceLabels: Readonly<Record<string, string>> | undefined): boolean {
+  const podMode = DataplaneModeLabels.map((k) => podLabels?.[k]).find((v) => v !== undefined);
   if (podMode === DATAPLANE_NONE) return false;
   if (podMode === DATAPLANE_AMBIENT) return true;
-  const nsMode = DataplaneModeLabels.map((k) => ns?.metadata.labels?.[k]).find((v) => v !== undefined);
+  const nsMode = DataplaneModeLabels.map((k) => namespaceLabels?.[k]).find((v) => v !== undefined);
   return nsMode === DATAPLANE_AMBIENT;
 }

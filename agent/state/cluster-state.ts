@@ -73,6 +73,7 @@ export class ClusterState {
   private readonly byIp = new Map<string, Workload>();
   private readonly byVip = new Map<string, ServiceEntry>();
   private readonly roundRobin = new Map<string, number>();
+  private readonly namespaces = new Map<string, NamespaceResource>();
 
   constructor(resources: readonly Resource[], settings: MeshSettings = DEFAULT_MESH_SETTINGS) {
     this.trustDomain = settings.trustDomain;
@@ -80,7 +81,7 @@ export class ClusterState {
     this.clusterDomain = settings.clusterDomain;
     this.authorizationPolicies = resources.filter((r): r is AuthorizationPolicyResource => r.kind === 'AuthorizationPolicy');
     this.peerAuthentications = resources.filter((r): r is PeerAuthenticationResource => r.kind === 'PeerAuthentication');
-    const namespaces = new Map<string, NamespaceResource>();
+    const namespaces = this.namespaces;
     for (const r of resources) if (r.kind === 'Namespace') namespaces.set(r.metadata.name, r);
     this.workloads = resources
       .filter((r): r is PodResource => r.kind === 'Pod')
@@ -116,6 +117,12 @@ export class ClusterState {
       this.servicesByKey.set(s.key, s);
       if (s.vip) this.byVip.set(s.vip, s);
     }
+  }
+
+  /** A namespace's labels, or undefined when the namespace is unknown. */
+  namespaceLabels(name: string): Record<string, string> | undefined {
+    const ns = this.namespaces.get(name);
+    return ns ? (ns.metadata.labels ?? {}) : undefined;
   }
 
   /** Pods scheduled on `node` that are enrolled in the mesh and have a network namespace and an IP. */

@@ -1,6 +1,7 @@
 // Where the kernel's special filesystems are mounted on this host, and mounting bpffs when absent.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors.js';
 
 interface Mount {
@@ -31,6 +32,13 @@ export function cgroup2Root(): string {
 /** A cgroup's id as the kernel reports it to BPF: the inode number of its directory. */
 export function cgroupId(path: string): bigint {
   return statSync(path, { bigint: true }).ino;
+}
+
+/** This process's cgroup v2 directory (from the `0::` line of /proc/self/cgroup). */
+export function ownCgroupPath(): string {
+  const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (!line) throw new WeftError(ErrorCodes.PRIVILEGE, 'this process is in no cgroup v2 group (weft needs cgroup v2)');
+  return join(cgroup2Root(), line.slice(3));
 }
 
 export const BPFFS_ROOT = '/sys/fs/bpf';

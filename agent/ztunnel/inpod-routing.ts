@@ -2,109 +2,86 @@
 // the client's own address (IP_TRANSPARENT) and the app sees its real peer, as with Istio in-pod mode.
 //
 // The app answers such a connection to the client's IP, which the pod's routes would send out of
-// eth0. One rule per app port sends the app's replies (source = pod IP, source port = app port)
-// through a table whose only route is `local`, so they are delivered back to the proxy's socket.
-// The proxy's own packets carry its mark and keep the main table. IPv4 only for now.
+// eth0. The proxy's transparent sockets carry their own mark (APP_MARK), and with
+// `tcp_fwmark_accept` the app's accepted socket (and its SYN-ACK) inherits the mark of the SYN that
+// opened it. One rule sends every packet with that mark through a table whose only route is `local`,
+// so the app's replies are delivered back to the proxy's socket — whatever the port, so nothing a
+// client does adds rules. The proxy's other sockets carry PROXY_MARK and keep the main table.
+// Set up once per pod at enrollment, removed when it leaves. IPv4 only (so is the proxy).
 //
-// The kernel's reverse-path check of an arriving SYN to that port looks up the same rule (with the
-// ports swapped) and finds the client's address "local": without `accept_local` every plaintext SYN
-// from outside would be dropped as IP_LOCAL_SOURCE once the rule exists. Replies cannot be told apart
-// by a mark here (that would take conntrack), so the pod's netns accepts local-looking sources; its
-// rp_filter is off as in any pod, so this loosens nothing that was enforced.
+// The kernel's reverse-path check of the proxy's SYN (source: the client's address, arriving on lo)
+// can find that source "local": `accept_local` lets it in. The pod's rp_filter is off as in any pod,
+// so this loosens nothing that was enforced.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { PROXY_MARK } from '../datapath/layout.js';
+import { APP_MARK, PROXY_MARK } from '../datapath/layout.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 
 const run = promisify(execFile);
 
 export const ROUTE_TABLE = 100;
 const PREF_PROXY_MARK = 100;
-const PREF_APP_REPLY = 101;
+const PREF_APP_MARK = 101;
 
 interface IpRule {
   priority?: number;
-  src?: string;
-  table?: string;
   fwmark?: string;
-  ipproto?: string;
-  sport?: string | number;
 }
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
 
 export class TransparentRouting {
   private ready: Promise<void> | undefined;
-  private readonly ports = new Map<number, Promise<void>>();
 
-  constructor(
-    private readonly netnsPath: string,
-    private readonly podIp: string,
-  ) {}
+  constructor(private readonly netnsPath: string) {}
 
-  private async ip(args: string[]): Promise<string> {
+  private async inNetns(argv: string[], input?: string): Promise<string> {
     try {
-      const { stdout } = await run('nsenter', [`--net=${this.netnsPath}`, '--', 'ip', ...args]);
-      return stdout;
+      const child = run('nsenter', [`--net=${this.netnsPath}`, '--', ...argv]);
+      if (input !== undefined) child.child.stdin?.end(input);
+      return (await child).stdout;
     } catch (err) {
-      throw new WeftError(ErrorCodes.SYSCALL, `ip ${args.join(' ')} in ${this.netnsPath}: ${String(err)}`, { cause: err });
-    }
-  }
-
-  private async sysctl(key: string, value: string): Promise<void> {
-    try {
-      await run('nsenter', [`--net=${this.netnsPath}`, '--', 'sysctl', '-qw', `${key}=${value}`]);
-    } catch (err) {
-      throw new WeftError(ErrorCodes.SYSCALL, `sysctl ${key}=${value} in ${this.netnsPath}: ${String(err)}`, { cause: err });
+      throw new WeftError(ErrorCodes.SYSCALL, `${argv.join(' ')} in ${this.netnsPath}: ${String(err)}`, { cause: err });
     }
   }
 
   private async rules(): Promise<IpRule[]> {
-    return JSON.parse((await this.ip(['-j', 'rule', 'show'])) || '[]') as IpRule[];
+    return JSON.parse((await this.inNetns(['ip', '-j', 'rule', 'show'])) || '[]') as IpRule[];
   }
 
-  /** The table and the mark rule, once per netns (they survive agent restarts, so look first). */
-  private setup(): Promise<void> {
+  /** The table, the two mark rules and the sysctls, once per pod (they survive agent restarts, so
+   * look first). Idempotent and cached; a failure is retried on the next call. */
+  setup(): Promise<void> {
     this.ready ??= (async () => {
-      await this.sysctl('net.ipv4.conf.all.accept_local', '1');
-      await this.ip(['route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)]);
-      const have = await this.rules();
-      if (!have.some((r) => r.priority === PREF_PROXY_MARK)) {
-        await this.ip(['rule', 'add', 'pref', String(PREF_PROXY_MARK), 'fwmark', `0x${PROXY_MARK.toString(16)}`, 'lookup', 'main']);
-      }
+      const have = new Set((await this.rules()).map((r) => r.priority));
+      const batch = [`route replace local 0.0.0.0/0 dev lo table ${ROUTE_TABLE}`];
+      if (!have.has(PREF_PROXY_MARK)) batch.push(`rule add pref ${PREF_PROXY_MARK} fwmark ${hex(PROXY_MARK)} lookup main`);
+      if (!have.has(PREF_APP_MARK)) batch.push(`rule add pref ${PREF_APP_MARK} fwmark ${hex(APP_MARK)} lookup ${ROUTE_TABLE}`);
+      await this.inNetns(['ip', '-batch', '-'], batch.join('\n') + '\n');
+      await this.inNetns(['sysctl', '-qw', 'net.ipv4.conf.all.accept_local=1', 'net.ipv4.tcp_fwmark_accept=1']);
     })();
+    this.ready.catch(() => (this.ready = undefined));
     return this.ready;
   }
 
   /**
-   * Remove everything `setup` and `ensurePort` added: once the pod is no longer proxied, its app's
-   * replies must take the normal routes again. Idempotent; also used for pods found un-enrolled
-   * after an agent restart.
+   * Remove everything `setup` added: once the pod is no longer proxied, its app's replies must take
+   * the normal routes again. Idempotent; also used for pods found un-enrolled after an agent restart.
    */
   async clear(): Promise<void> {
     this.ready = undefined;
-    this.ports.clear();
+    const batch: string[] = [];
     for (const r of await this.rules()) {
-      if (r.priority !== PREF_PROXY_MARK && r.priority !== PREF_APP_REPLY) continue;
-      await this.ip(['rule', 'del', 'pref', String(r.priority), ...(r.src && r.src !== 'all' ? ['from', r.src] : []), ...(r.sport ? ['ipproto', 'tcp', 'sport', String(r.sport)] : []), ...(r.fwmark ? ['fwmark', r.fwmark] : []), 'lookup', r.table ?? 'main']);
+      if (r.priority === PREF_PROXY_MARK || r.priority === PREF_APP_MARK) batch.push(`rule del pref ${r.priority}`);
     }
-    await this.ip(['route', 'flush', 'table', String(ROUTE_TABLE)]);
-    await this.sysctl('net.ipv4.conf.all.accept_local', '0');
+    batch.push(`route flush table ${ROUTE_TABLE}`);
+    // -force: one missing piece must not keep the others in place.
+    await this.inNetns(['ip', '-force', '-batch', '-'], batch.join('\n') + '\n');
+    await this.inNetns(['sysctl', '-qw', 'net.ipv4.conf.all.accept_local=0', 'net.ipv4.tcp_fwmark_accept=0']);
   }
 
-  /** Make sure the app's replies from `port` come back to the proxy. Idempotent and cached. */
-  ensurePort(port: number): Promise<void> {
-    let p = this.ports.get(port);
-    if (!p) {
-      p = (async () => {
-        await this.setup();
-        const have = await this.rules();
-        const exists = have.some((r) => r.priority === PREF_APP_REPLY && String(r.sport) === String(port) && r.src === this.podIp);
-        if (!exists) {
-          await this.ip(['rule', 'add', 'pref', String(PREF_APP_REPLY), 'from', this.podIp, 'ipproto', 'tcp', 'sport', String(port), 'lookup', String(ROUTE_TABLE)]);
-        }
-      })();
-      p.catch(() => this.ports.delete(port));
-      this.ports.set(port, p);
-    }
-    return p;
+  /** The rules in force (for tests and the config dump): priority and mark. */
+  async list(): Promise<Array<{ priority: number; fwmark?: string }>> {
+    return (await this.rules()).filter((r) => r.priority === PREF_PROXY_MARK || r.priority === PREF_APP_MARK).map((r) => ({ priority: r.priority!, ...(r.fwmark ? { fwmark: r.fwmark } : {}) }));
   }
 }

@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { listenInNetns } from '../../native/index.js';
 import type { CaptureDatapath } from '../datapath/capture.js';
-import { EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
+import { APP_MARK, EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
 import { errorMessage } from '../errors.js';
 import { identityKey, type IdentityManager, type WorkloadCertificate } from '../identity/manager.js';
 import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.js';
@@ -30,8 +30,12 @@ import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, fo
 import type { HbonePool } from './hbone-pool.js';
 import { HboneRefused } from './hbone-pool.js';
 import { TransparentRouting } from './inpod-routing.js';
+import { destinationProblem } from './admission.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/** How long enrollment waits for the pod's certificate before giving up (the pod stays PENDING and
+ * the agent tries again on its next reconcile). */
+export const CERTIFICATE_DEADLINE_MS = 15_000;
 
 export interface PodProxyDeps {
   datapath: CaptureDatapath;
@@ -97,7 +101,7 @@ export class PodProxy {
     private readonly deps: PodProxyDeps,
   ) {
     this.log = deps.log.child({ pod: workload.key, netnsCookie: cookie.toString() });
-    this.routing = new TransparentRouting(workload.netns, workload.ip);
+    this.routing = new TransparentRouting(workload.netns);
     this.netnsSockets = new NetnsSockets(workload.netns);
     this.onRotated = (key, cert) => {
       if (key === this.identityKey && this.hbone) this.hbone.setSecureContext(serverSecureContextOptions(cert));
@@ -109,24 +113,24 @@ export class PodProxy {
   }
 
   /**
-   * Enroll the pod: capture refuses its traffic (PENDING) until its certificate is issued, all three
-   * listeners are up and inbound capture is attached; then READY. Any failure leaves it PENDING:
-   * fail closed, never plaintext around the mesh.
+   * Start the proxy of a pod whose capture the agent already holds (PENDING: its connections are
+   * refused and inbound capture is attached, so nothing reaches the app or leaves the pod in
+   * plaintext meanwhile). Once the certificate is issued and all three listeners are up, READY.
+   * Any failure leaves it PENDING: fail closed, never plaintext around the mesh.
    */
   static async start(workload: EnrolledWorkload, cookie: bigint, deps: PodProxyDeps): Promise<PodProxy> {
     const proxy = new PodProxy(workload, cookie, deps);
     const { datapath, identities } = deps;
-    datapath.setEnrollment(cookie, EnrollState.PENDING);
     try {
-      const cert = await identities.get(workload.namespace, workload.serviceAccount);
+      const cert = await identities.get(workload.namespace, workload.serviceAccount, { signal: AbortSignal.timeout(CERTIFICATE_DEADLINE_MS) });
       identities.on('rotated', proxy.onRotated);
+      await proxy.routing.setup();
       await proxy.listenHbone(cert);
       await proxy.listen({ host: '127.0.0.1', port: OUTBOUND_PORT }, (s) => proxy.onOutbound(s));
       const inbound = await proxy.listen({ host: '0.0.0.0', port: INBOUND_PORT }, (s) => proxy.onPlaintextInbound(s));
       datapath.registerInboundListener(workload.ip, inbound);
-      const how = datapath.attachNetns(cookie, workload.netns);
       datapath.setEnrollment(cookie, EnrollState.READY);
-      proxy.log.info({ ip: workload.ip, identity: formatSpiffeId(cert.id), skLookup: how }, 'pod enrolled');
+      proxy.log.info({ ip: workload.ip, identity: formatSpiffeId(cert.id) }, 'pod enrolled');
     } catch (err) {
       proxy.closeListeners();
       throw err;
@@ -492,6 +496,14 @@ export class PodProxy {
       ...(srcIdentity ? { srcIdentity } : {}),
       security,
     };
+    const problem = destinationProblem({ ip: attrs.destinationIp, port: attrs.destinationPort }, this.workload.ip);
+    if (problem) {
+      this.stats.inbound.badRequest++;
+      this.log.info({ ...fields, reason: problem }, 'inbound connection refused');
+      this.deps.flows({ ...flowBase, verdict: 'DROPPED', dropReason: 'POLICY_DENIED', info: { ...principals, reason: problem } });
+      refuse(kind === 'hbone' ? 400 : 401);
+      return undefined;
+    }
     const decision = this.decide(attrs);
     if (!decision.allowed) {
       this.stats.inbound.denied++;
@@ -580,16 +592,17 @@ export class PodProxy {
    * The source port is ours to choose; it is registered so inbound capture lets this one through.
    */
   private async connectToApp(attrs: ConnectionAttrs, opts: { splice: boolean }): Promise<AppConnection> {
-    await this.routing.ensurePort(attrs.destinationPort);
+    const appAddr = { ip: attrs.destinationIp, port: attrs.destinationPort };
     for (let attempt = 0; ; attempt++) {
       const src = { ip: attrs.sourceIp, port: randomInt(20000, 61000) };
-      // A splice candidate stays registered while it lives: sockops looks it up when the app's side
-      // of the handshake completes, which may come after our side reports the connect.
-      const forget = this.deps.datapath.allowUpstream(src, attrs.destinationPort, { splice: opts.splice });
+      // Exactly this connection may pass inbound capture. sockops removes the entry when the app's
+      // side of the handshake completes (which may come after our side reports the connect, so a
+      // splice candidate's entry is not removed here); `forget` covers a connect that failed.
+      const forget = this.deps.datapath.allowUpstream({ local: appAddr, remote: src }, { splice: opts.splice });
       let connected = false;
       try {
         const app = await this.netnsSockets.connect(
-          { family: net.isIPv6(attrs.destinationIp) ? 'ipv6' : 'ipv4', mark: PROXY_MARK, transparent: true },
+          { family: net.isIPv6(attrs.destinationIp) ? 'ipv6' : 'ipv4', mark: APP_MARK, transparent: true },
           { host: attrs.destinationIp, port: attrs.destinationPort, localAddress: src.ip, localPort: src.port, timeoutMs: CONNECT_TIMEOUT_MS },
         );
         connected = true;
@@ -627,19 +640,20 @@ export class PodProxy {
     this.deps.identities.off('rotated', this.onRotated);
   }
 
-  /** Un-enroll: new connections are no longer captured; established ones run to their end. */
+  /**
+   * Stop proxying: the pod goes back to PENDING (its new connections refused) until another proxy
+   * starts or the agent releases its capture. Established connections run to their end.
+   */
   stop(): void {
     const { datapath } = this.deps;
     try {
-      datapath.removeEnrollment(this.cookie);
-      datapath.detachNetns(this.cookie);
+      datapath.setEnrollment(this.cookie, EnrollState.PENDING);
       datapath.unregisterInboundListener(this.workload.ip);
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'error while un-enrolling');
+      this.log.warn({ err: errorMessage(err) }, 'error while stopping the pod proxy');
     }
     this.closeListeners();
-    this.routing.clear().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the pod routing rules'));
-    this.log.info('pod un-enrolled');
+    this.log.info('pod proxy stopped');
   }
 
   /** Agent shutdown without un-enrolling: pins stay, capture refuses until the next agent is ready. */

@@ -7,7 +7,9 @@
 #ifndef __WEFT_H
 #define __WEFT_H
 
-/* SO_MARK on every socket the proxy opens itself; such sockets are never captured (Istio's value). */
+/* SO_MARK on every socket the proxy opens itself (Istio's value). Reply routing inside a pod uses it;
+ * capture does not: any pod with CAP_NET_ADMIN can set a mark, so the proxy's sockets are recognised
+ * by the agent's cgroup instead (weft_proxy_cgroups). */
 #define WEFT_PROXY_MARK 0x539
 
 #define WEFT_OUTBOUND_PORT 15001
@@ -55,15 +57,11 @@ struct weft_ip_key {
 	__u32 family;
 };
 
-/* Key of weft_upstreams: a connection the proxy itself is opening to an app inside a pod, from the
- * original client's address (IP_TRANSPARENT). sk_lookup must let it reach the app, not the proxy. */
-struct weft_upstream_key {
-	struct weft_sockaddr src; /* the transparent source: client IP, port chosen by the proxy */
-	__u16 dst_port;	  /* the app's port */
-	__u16 pad;
-};
-
-/* Bits of weft_upstreams values. */
+/* weft_upstreams: a connection the proxy itself is opening to an app inside a pod, from the original
+ * client's address (IP_TRANSPARENT). sk_lookup must let it reach the app, not the proxy. Keyed by a
+ * struct weft_sock_key as the app's side sees it: local = the app's address (a pod IP, unique on
+ * the node, so it names the netns: sk_lookup cannot read a netns cookie, which is left 0),
+ * remote = the transparent source (client IP, port chosen by the proxy). Bits: */
 #define WEFT_UPSTREAM_PASS 1   /* sk_lookup lets the SYN reach the app */
 #define WEFT_UPSTREAM_SPLICE 2 /* sockops puts the app's accepted socket in weft_splice_socks */
 
@@ -127,6 +125,7 @@ enum weft_reason {
 	WEFT_REASON_PROXY_NOT_READY = 4,
 	WEFT_REASON_NO_LISTENER = 5,
 	WEFT_REASON_PROXY_PORT = 6,
+	WEFT_REASON_IPV6 = 7, /* native IPv6 from an enrolled pod: not proxied yet, so refused */
 };
 
 /* One record of the weft_events ring buffer; 96 bytes. */

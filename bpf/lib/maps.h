@@ -46,11 +46,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_listeners SEC(".maps");
 
-/* Connections the proxy is opening to an app from the client's address: never steered inbound. */
+/* Connections the proxy is opening to an app from the client's address: never steered inbound.
+ * Keyed by the whole connection and the pod's netns, so an entry lets exactly one connection
+ * through; sockops removes it once the app has accepted, the agent when the connect failed. LRU, so
+ * entries of an agent that died mid-connect cannot fill it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, struct weft_upstream_key);
+	__type(key, struct weft_sock_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_upstreams SEC(".maps");
@@ -110,6 +113,17 @@ static __always_inline int weft_splice_enabled(void)
 
 	return cfg && (cfg->flags & WEFT_CFG_SPLICE);
 }
+
+/* The cgroups (v2 ids) of node agents: their sockets are the proxy's own and are never captured.
+ * A pod cannot move itself into another cgroup, unlike a socket mark, which CAP_NET_ADMIN sets.
+ * More than one during an agent upgrade (old and new agent side by side). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_proxy_cgroups SEC(".maps");
 
 /* Ports never captured: port (host order) -> WEFT_EXCLUDE_* bits. */
 struct {
