@@ -10,6 +10,7 @@ import { CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE } from '../agent/co
 import { SanType, createKeyAndCsr, forgeKeyPair, generateRsaKeyPem } from '../agent/identity/csr.js';
 import { spiffeIdOfCert, uriSansOf } from '../agent/identity/spiffe.js';
 import { WeftError } from '../agent/errors.js';
+import { Tag, children, decodeOid, readOne, type Tlv } from '../agent/identity/der.js';
 
 const TD = 'cluster.local';
 const dirs: string[] = [];
@@ -34,6 +35,22 @@ async function customCsr(uris: string[], options: { signWithOtherKey?: boolean }
   const signer = options.signWithOtherKey ? forgeKeyPair(await generateRsaKeyPem()).privateKey : privateKey;
   csr.sign(signer, forge.md.sha256.create());
   return forge.pki.certificationRequestToPem(csr);
+}
+
+/** The keyUsage extension of a certificate, read from its DER (node-forge cannot parse EC leaves). */
+function keyUsageOf(pem: string): { bits: Set<number>; critical: boolean } {
+  const tbs = children(children(readOne(new X509Certificate(pem).raw))[0] as Tlv);
+  const exts = children(children(tbs.find((t) => t.tag === 0xa3) as Tlv)[0] as Tlv);
+  for (const ext of exts) {
+    const parts = children(ext);
+    if (decodeOid((parts[0] as Tlv).value) !== '2.5.29.15') continue;
+    const critical = parts.length === 3 && (parts[1] as Tlv).tag === Tag.BOOLEAN && (parts[1] as Tlv).value[0] === 0xff;
+    const bitString = readOne((parts[parts.length - 1] as Tlv).value).value;
+    const bits = new Set<number>();
+    for (let i = 0; i < (bitString.length - 1) * 8; i++) if (((bitString[1 + (i >> 3)] as number) >> (7 - (i & 7))) & 1) bits.add(i);
+    return { bits, critical };
+  }
+  assert.fail('no keyUsage extension');
 }
 
 async function refusal(p: Promise<unknown>): Promise<string> {
@@ -136,8 +153,15 @@ test('a workload leaf carries the URI SAN, serverAuth+clientAuth, a random seria
   const second = new X509Certificate((await ca.signWorkloadCsr(csrPem, 3600)).chain[0] as string);
   assert.notEqual(second.serialNumber, leaf.serialNumber);
 
-  // Key usage bits: digitalSignature and keyEncipherment, critical (read with forge, Node has no API).
-  const fleaf = forge.pki.certificateFromPem(chain[0] as string);
+  // Key usage, critical: digitalSignature alone for the (default) ECDSA key, which cannot encipher.
+  assert.equal(leaf.publicKey.asymmetricKeyType, 'ec');
+  assert.deepEqual(keyUsageOf(chain[0] as string), { bits: new Set([0]), critical: true });
+
+  // An RSA leaf also gets keyEncipherment; node-forge (which weft used to sign with) reads it.
+  const rsa = await createKeyAndCsr(id, { keyType: 'rsa' });
+  const rsaLeaf = (await ca.signWorkloadCsr(rsa.csrPem, 3600)).chain[0] as string;
+  assert.deepEqual(keyUsageOf(rsaLeaf), { bits: new Set([0, 2]), critical: true });
+  const fleaf = forge.pki.certificateFromPem(rsaLeaf);
   const ku = fleaf.getExtension('keyUsage') as { digitalSignature?: boolean; keyEncipherment?: boolean; keyCertSign?: boolean; critical?: boolean };
   assert.deepEqual([ku.digitalSignature, ku.keyEncipherment, ku.keyCertSign ?? false, ku.critical], [true, true, false, true]);
 });

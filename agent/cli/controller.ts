@@ -1,7 +1,10 @@
 // `weft controller` — run the control plane in the foreground (registry, CA, discovery, monitoring);
-// `weft controller node-credentials` — write a node agent's credential toward it.
+// `weft controller node-credentials` — write a node agent's credential toward it;
+// `weft controller revoke-node` — refuse a node's credential from now on.
 import { parseArgs } from 'node:util';
-import { Controller, DEFAULT_LISTEN, DEFAULT_MONITORING, DEFAULT_TRUST_DOMAIN, writeNodeCredentials } from '../controller/controller.js';
+import { Controller, DEFAULT_LISTEN, DEFAULT_MONITORING, DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, DEFAULT_TRUST_DOMAIN, writeNodeCredentials } from '../controller/controller.js';
+import { DEFAULT_CSR_RATE_LIMIT } from '../controller/rate-limit.js';
+import { REVOKED_NODES_FILE, appendRevocation } from '../controller/revocation.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
@@ -17,10 +20,16 @@ export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --stat
   --monitoring HOST:PORT     /metrics, /healthz/ready, /debug/status (default ${DEFAULT_MONITORING})
   --serving-ip IP            an address agents dial (repeatable; the --listen IP is included)
   --serving-dns NAME         a DNS name agents dial (repeatable)
+  --csr-burst N              certificate requests one node may send at once (default ${DEFAULT_CSR_RATE_LIMIT.burst})
+  --csr-rate N               certificate requests per second per node after the burst (default ${DEFAULT_CSR_RATE_LIMIT.perSecond})
   --log-level LEVEL          trace|debug|info|warn|error (default info)
 
 usage: weft controller node-credentials --state DIR --node NAME --out DIR [--trust-domain TD] [--ttl DURATION]
-  writes node-cert.pem, node-key.pem (0600) and root-cert.pem for the node's agent (default ttl 8760h)`;
+  writes node-cert.pem, node-key.pem (0600) and root-cert.pem for the node's agent (default ttl ${DEFAULT_NODE_CREDENTIAL_TTL_SECONDS / 3600}h)
+
+usage: weft controller revoke-node --state DIR (--node NAME | --serial HEX)
+  appends to DIR/${REVOKED_NODES_FILE}; a running controller refuses the node (or that one credential)
+  from its next call on and closes its discovery stream`;
 
 function duration(text: string, flag: string): number {
   const s = parseDurationSeconds(text);
@@ -33,8 +42,15 @@ function required(value: string | undefined, flag: string): string {
   return value;
 }
 
+function positiveNumber(text: string, flag: string): number {
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n <= 0) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${text}" is not a positive number`);
+  return n;
+}
+
 export async function controllerCommand(argv: string[]): Promise<number> {
   if (argv[0] === 'node-credentials') return nodeCredentialsCommand(argv.slice(1));
+  if (argv[0] === 'revoke-node') return revokeNodeCommand(argv.slice(1));
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -47,6 +63,8 @@ export async function controllerCommand(argv: string[]): Promise<number> {
       monitoring: { type: 'string', default: DEFAULT_MONITORING },
       'serving-ip': { type: 'string', multiple: true, default: [] },
       'serving-dns': { type: 'string', multiple: true, default: [] },
+      'csr-burst': { type: 'string', default: String(DEFAULT_CSR_RATE_LIMIT.burst) },
+      'csr-rate': { type: 'string', default: String(DEFAULT_CSR_RATE_LIMIT.perSecond) },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -55,6 +73,8 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     process.stdout.write(CONTROLLER_USAGE + '\n');
     return 0;
   }
+  const csrRateLimit = { burst: positiveNumber(values['csr-burst'], '--csr-burst'), perSecond: positiveNumber(values['csr-rate'], '--csr-rate') };
+  if (csrRateLimit.burst < 1) throw new WeftError(ErrorCodes.USAGE, '--csr-burst: must be at least 1');
   const log = createLogger('controller', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const controller = await Controller.start({
     source: required(values.source, '--source'),
@@ -66,6 +86,7 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     monitoring: values.monitoring,
     servingIps: values['serving-ip'],
     servingDns: values['serving-dns'],
+    csrRateLimit,
     log,
   });
   log.info({ source: values.source, listen: values.listen, port: controller.server.port, monitoring: values.monitoring }, 'controller ready');
@@ -85,7 +106,7 @@ async function nodeCredentialsCommand(argv: string[]): Promise<number> {
       node: { type: 'string' },
       out: { type: 'string' },
       'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
-      ttl: { type: 'string', default: '8760h' },
+      ttl: { type: 'string', default: `${DEFAULT_NODE_CREDENTIAL_TTL_SECONDS / 3600}h` },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -100,6 +121,27 @@ async function nodeCredentialsCommand(argv: string[]): Promise<number> {
     trustDomain: values['trust-domain'],
     ttlSeconds: duration(values.ttl, '--ttl'),
   });
-  process.stdout.write(`wrote ${files.certFile}, ${files.keyFile}, ${files.rootFile}\n`);
+  process.stdout.write(`wrote ${files.certFile}, ${files.keyFile}, ${files.rootFile} (serial ${files.serial}, valid until ${files.notAfter})\n`);
+  return 0;
+}
+
+async function revokeNodeCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      state: { type: 'string' },
+      node: { type: 'string' },
+      serial: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(CONTROLLER_USAGE + '\n');
+    return 0;
+  }
+  const stateDir = required(values.state, '--state');
+  if (!values.node && !values.serial) throw new WeftError(ErrorCodes.USAGE, `--node or --serial is required\n${CONTROLLER_USAGE}`);
+  const file = appendRevocation(stateDir, { ...(values.node ? { node: values.node } : {}), ...(values.serial ? { serial: values.serial } : {}) });
+  process.stdout.write(`revoked ${values.node ? `node ${values.node}` : `serial ${values.serial}`} (${file})\n`);
   return 0;
 }

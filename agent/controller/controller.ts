@@ -1,5 +1,6 @@
 // The controller process: CA (kept in --state), registry (--source dir:PATH), the gRPC server for
-// discovery and certificates, and the monitoring endpoint. Also: node credentials for agents.
+// discovery and certificates, and the monitoring endpoint. Also: node credentials for agents, and
+// their revocation (`<state>/revoked-nodes`).
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -13,6 +14,8 @@ import { CertificateAuthority } from './ca.js';
 import { ControllerMetrics } from './metrics.js';
 import { MonitoringServer, type ControllerStatus } from './monitoring.js';
 import { ConfigRegistry } from './registry.js';
+import type { RateLimit } from './rate-limit.js';
+import { REVOKED_NODES_FILE, RevocationList } from './revocation.js';
 import { ControllerServer, parseHostPort } from './server.js';
 
 export const DEFAULT_LISTEN = '0.0.0.0:15012';
@@ -21,7 +24,9 @@ export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 export const DEFAULT_MAX_CERT_TTL_SECONDS = 24 * 3600;
 /** The serving certificate is issued anew on every start. */
 const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
-export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = 365 * 24 * 3600;
+/** Node credentials are re-issued by the operator (or the DaemonSet's init step); a month bounds what
+ * a stolen one is worth even when nobody revokes it. */
+export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = 30 * 24 * 3600;
 
 export interface ControllerOptions {
   /** `dir:PATH` */
@@ -36,6 +41,8 @@ export interface ControllerOptions {
   /** Subject alternative names of the serving certificate (besides the --listen address when it is a specific IP). */
   servingIps?: string[];
   servingDns?: string[];
+  /** CreateCertificate calls per node (default DEFAULT_CSR_RATE_LIMIT). */
+  csrRateLimit?: RateLimit;
   log: Logger;
 }
 
@@ -63,6 +70,7 @@ export class Controller {
     readonly registry: ConfigRegistry,
     readonly server: ControllerServer,
     readonly monitoring: MonitoringServer,
+    readonly revocations: RevocationList,
     private readonly info: { source: string; listen: string; rootNamespace: string; maxCertTtlSeconds: number },
   ) {}
 
@@ -86,8 +94,21 @@ export class Controller {
     const registry = new ConfigRegistry({ dir, log: o.log, metrics });
     registry.start();
     let server: ControllerServer | undefined;
+    const revocations = new RevocationList(join(o.stateDir, REVOKED_NODES_FILE), o.log, () => server?.enforceRevocations());
+    revocations.start();
     try {
-      server = await ControllerServer.start({ ca, registry, listen, serving, maxCertTtlSeconds, rootNamespace, metrics, log: o.log });
+      server = await ControllerServer.start({
+        ca,
+        registry,
+        listen,
+        serving,
+        maxCertTtlSeconds,
+        rootNamespace,
+        metrics,
+        log: o.log,
+        revocations,
+        ...(o.csrRateLimit ? { csrRateLimit: o.csrRateLimit } : {}),
+      });
       let controller: Controller | undefined;
       const monitoring = await MonitoringServer.start({
         listen: o.monitoring ?? DEFAULT_MONITORING,
@@ -96,10 +117,11 @@ export class Controller {
         ready: () => controller !== undefined,
         log: o.log,
       });
-      controller = new Controller(metrics, ca, registry, server, monitoring, { source: o.source, listen, rootNamespace, maxCertTtlSeconds });
+      controller = new Controller(metrics, ca, registry, server, monitoring, revocations, { source: o.source, listen, rootNamespace, maxCertTtlSeconds });
       return controller;
     } catch (err) {
       server?.close();
+      revocations.close();
       registry.close();
       throw err;
     }
@@ -130,6 +152,7 @@ export class Controller {
   close(): void {
     this.monitoring.close();
     this.server.close();
+    this.revocations.close();
     this.registry.close();
   }
 }
@@ -143,6 +166,9 @@ export interface NodeCredentialFiles {
   certFile: string;
   keyFile: string;
   rootFile: string;
+  /** The credential's serial (what a `revoked-nodes` line may name). */
+  serial: string;
+  notAfter: string;
 }
 
 /** Writes an agent's node credential, its key (0600) and the root into `outDir`, loading (or creating) the CA in `stateDir`. */
@@ -164,5 +190,5 @@ export async function writeNodeCredentialFiles(ca: CertificateAuthority, node: s
   write(files.keyFile, cred.keyPem, 0o600);
   write(files.certFile, cred.certPem, 0o644);
   write(files.rootFile, ca.rootCertPem, 0o644);
-  return files;
+  return { ...files, serial: cred.serial, notAfter: new Date(new X509Certificate(cred.certPem).validTo).toISOString() };
 }

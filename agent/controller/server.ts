@@ -5,6 +5,10 @@
 //   istio.v1.auth.IstioCertificateService/CreateCertificate — workload certificates, with node
 //   authorization: a node may obtain an identity only if a pod with that service account runs on it.
 // Callers are identified by the URI SAN `spiffe://<trust-domain>/weft/node/<node>` of their certificate.
+// A node whose name or credential serial is in the revocation list is refused (PERMISSION_DENIED) on
+// both services, and its open streams end when it is revoked. CSRs are rate-limited per node
+// (RESOURCE_EXHAUSTED) before anything in them is parsed.
+import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { CertificateAuthority } from './ca.js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
@@ -12,7 +16,7 @@ import { formatSpiffeId, parseNodeSpiffeUri, uriSansOf, type SpiffeId } from '..
 import type { Logger } from '../log.js';
 import { resourceKey } from '../registry/parse.js';
 import type { PodResource, Resource } from '../registry/types.js';
-import { csrIdentity } from './csr.js';
+import { checkCsr, type CheckedCsr } from './csr.js';
 import type { ControllerMetrics } from './metrics.js';
 import {
   controllerProtos,
@@ -22,11 +26,15 @@ import {
   type ResourceUpdate,
   type StreamRequest,
 } from './proto.js';
+import { DEFAULT_CSR_RATE_LIMIT, KeyedTokenBucket, type RateLimit } from './rate-limit.js';
 import type { ConfigRegistry } from './registry.js';
+import type { RevocationList } from './revocation.js';
 
 /** The kinds a node agent receives (LabConfig and any other kind stay in the controller). */
 export const DISCOVERY_KINDS: ReadonlySet<string> = new Set(['Namespace', 'Node', 'Pod', 'Service', 'AuthorizationPolicy', 'PeerAuthentication']);
 const POLICY_KINDS: ReadonlySet<string> = new Set(['AuthorizationPolicy', 'PeerAuthentication']);
+/** Requests are a node name or one CSR (a few KiB at most): nothing legitimate comes near this. */
+const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface ControllerServerOptions {
   ca: CertificateAuthority;
@@ -40,6 +48,10 @@ export interface ControllerServerOptions {
   rootNamespace: string;
   metrics: ControllerMetrics;
   log: Logger;
+  /** Revoked node names and credential serials; none when absent. */
+  revocations?: RevocationList;
+  /** CreateCertificate calls per node (default DEFAULT_CSR_RATE_LIMIT). */
+  csrRateLimit?: RateLimit;
 }
 
 export interface ConnectedAgent {
@@ -57,6 +69,16 @@ interface Session extends ConnectedAgent {
   /** key → JSON of every object sent and not removed since. */
   sent: Map<string, string>;
   problems: string;
+  /** The serial of the node credential the stream was opened with. */
+  serial: string | undefined;
+  /** Ends the stream with a status. */
+  terminate(status: Partial<grpc.StatusObject>): void;
+}
+
+/** The authenticated caller: its node name and its credential's serial. */
+interface Caller {
+  node: string;
+  serial: string | undefined;
 }
 
 /**
@@ -105,12 +127,18 @@ export function parseHostPort(text: string, flag = 'address'): { host: string; p
 }
 
 export class ControllerServer {
-  private readonly server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 });
+  private readonly server = new grpc.Server({
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+  });
   private readonly sessions = new Map<number, Session>();
+  private readonly csrLimiter: KeyedTokenBucket;
   private nextSession = 1;
   port = 0;
 
   private constructor(private readonly options: ControllerServerOptions) {
+    this.csrLimiter = new KeyedTokenBucket(options.csrRateLimit ?? DEFAULT_CSR_RATE_LIMIT);
     const protos = controllerProtos();
     this.server.addService(protos.discovery, {
       Stream: (call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>) => this.stream(call),
@@ -146,6 +174,18 @@ export class ControllerServer {
     return s;
   }
 
+  /** Ends the open streams of nodes that are revoked now (call after the revocation list changed). */
+  enforceRevocations(): void {
+    const revocations = this.options.revocations;
+    if (!revocations) return;
+    for (const s of [...this.sessions.values()]) {
+      const entry = revocations.revoked(s.node, s.serial);
+      if (entry === undefined) continue;
+      this.options.log.warn({ node: s.node, peer: s.peer, serial: s.serial, entry }, 'node revoked: closing its discovery stream');
+      s.terminate(status(grpc.status.PERMISSION_DENIED, `node "${s.node}" is revoked`));
+    }
+  }
+
   connectedAgents(): ConnectedAgent[] {
     return [...this.sessions.values()].map(({ node, peer, since, version, objects }) => ({ node, peer, since, version, objects }));
   }
@@ -157,13 +197,30 @@ export class ControllerServer {
     this.options.metrics.connectedAgents.set(0);
   }
 
-  /** The node named by the caller's certificate, or the status to fail the call with. */
-  private callerNode(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): string | Partial<grpc.StatusObject> {
+  /**
+   * The node named by the caller's certificate, or the status to fail the call with: UNAUTHENTICATED
+   * without a node credential, PERMISSION_DENIED when that credential or node is revoked.
+   */
+  private caller(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } }; getPeer(): string }, method: string): Caller | Partial<grpc.StatusObject> {
+    const found = this.callerNode(call);
+    if (!isCaller(found)) return found;
+    const entry = this.options.revocations?.revoked(found.node, found.serial);
+    if (entry !== undefined) {
+      this.options.log.warn({ node: found.node, serial: found.serial, entry, peer: call.getPeer(), method }, 'revoked node refused');
+      return status(grpc.status.PERMISSION_DENIED, `node "${found.node}" is revoked (revocation entry ${entry})`);
+    }
+    return found;
+  }
+
+  private callerNode(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): Caller | Partial<grpc.StatusObject> {
     const cert = call.getAuthContext().sslPeerCertificate;
     if (!cert?.raw) return status(grpc.status.UNAUTHENTICATED, 'a client certificate issued by the controller is required');
     let uris: string[];
+    let serial: string | undefined;
     try {
-      uris = uriSansOf(cert.raw);
+      const x509 = new X509Certificate(cert.raw);
+      uris = uriSansOf(x509);
+      serial = x509.serialNumber;
     } catch (err) {
       return status(grpc.status.UNAUTHENTICATED, `unreadable client certificate: ${errorMessage(err)}`);
     }
@@ -172,17 +229,18 @@ export class ControllerServer {
     if (!node) {
       return status(grpc.status.UNAUTHENTICATED, `the client certificate is not a node credential (expected URI SAN spiffe://${td}/weft/node/<node>, got ${uris.join(', ') || 'none'})`);
     }
-    return node;
+    return { node, serial };
   }
 
   private stream(call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>): void {
     const { log, registry, metrics } = this.options;
-    const node = this.callerNode(call);
-    if (typeof node !== 'string') {
-      log.warn({ peer: call.getPeer(), reason: node.details }, 'discovery stream refused');
-      call.emit('error', node);
+    const caller = this.caller(call, 'Stream');
+    if (!isCaller(caller)) {
+      log.warn({ peer: call.getPeer(), reason: caller.details }, 'discovery stream refused');
+      call.emit('error', caller);
       return;
     }
+    const { node, serial } = caller;
     const asked = call.request.node;
     if (asked !== node) {
       const details = `discovery for node "${asked}" refused: the client certificate belongs to node "${node}"`;
@@ -190,7 +248,18 @@ export class ControllerServer {
       call.emit('error', status(grpc.status.PERMISSION_DENIED, details));
       return;
     }
-    const session: Session = { id: this.nextSession++, node, peer: call.getPeer(), since: new Date().toISOString(), version: 0, objects: 0, sent: new Map(), problems: '' };
+    const session: Session = {
+      id: this.nextSession++,
+      node,
+      peer: call.getPeer(),
+      since: new Date().toISOString(),
+      version: 0,
+      objects: 0,
+      sent: new Map(),
+      problems: '',
+      serial,
+      terminate: (s) => call.emit('error', s),
+    };
     this.sessions.set(session.id, session);
     metrics.connectedAgents.set(this.sessions.size);
     log.info({ node, peer: session.peer }, 'agent connected');
@@ -234,19 +303,29 @@ export class ControllerServer {
 
   private async createCertificate(call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>): Promise<IstioCertificateResponse> {
     const { log, metrics, ca, registry } = this.options;
-    const node = this.callerNode(call);
-    if (typeof node !== 'string') {
-      metrics.certificatesDenied.inc({ reason: 'unauthenticated' });
-      throw node;
+    const caller = this.caller(call, 'CreateCertificate');
+    if (!isCaller(caller)) {
+      metrics.certificatesDenied.inc({ reason: caller.code === grpc.status.PERMISSION_DENIED ? 'revoked' : 'unauthenticated' });
+      throw caller;
     }
-    let identity: SpiffeId;
+    const { node } = caller;
+    // Before the CSR is even parsed: the limit is what bounds the work one node can cause.
+    if (!this.csrLimiter.take(node)) {
+      metrics.certificatesDenied.inc({ reason: 'rate_limited' });
+      const { burst, perSecond } = this.csrLimiter.limit;
+      const details = `node "${node}" sent more certificate requests than allowed (${burst} at once, ${perSecond}/s after); retry in ${this.csrLimiter.retryAfterSeconds(node)} s`;
+      log.warn({ node, burst, perSecond }, 'certificate request refused: rate limit');
+      throw status(grpc.status.RESOURCE_EXHAUSTED, details);
+    }
+    let csr: CheckedCsr;
     try {
-      identity = csrIdentity(call.request.csr);
+      csr = checkCsr(call.request.csr);
     } catch (err) {
       metrics.certificatesDenied.inc({ reason: 'invalid' });
       log.warn({ node, err: errorMessage(err) }, 'certificate request refused: malformed CSR');
       throw status(grpc.status.INVALID_ARGUMENT, errorMessage(err));
     }
+    const identity: SpiffeId = csr.identity;
     if (identity.trustDomain !== ca.trustDomain) {
       metrics.certificatesDenied.inc({ reason: 'unauthorized' });
       const details = `node "${node}" may not obtain a certificate for ${formatSpiffeId(identity)}: not in trust domain ${ca.trustDomain}`;
@@ -264,7 +343,7 @@ export class ControllerServer {
     const ttl = Number.isFinite(requested) && requested > 0 ? Math.min(requested, max) : max;
     let chain: string[];
     try {
-      const signed = await ca.signWorkloadCsr(call.request.csr, ttl);
+      const signed = ca.signCheckedCsr(csr, ttl);
       chain = signed.chain;
     } catch (err) {
       metrics.certificatesDenied.inc({ reason: 'invalid' });
@@ -275,6 +354,10 @@ export class ControllerServer {
     log.info({ node, identity: formatSpiffeId(identity), ttlSeconds: ttl }, 'workload certificate issued');
     return { cert_chain: chain };
   }
+}
+
+function isCaller(c: Caller | Partial<grpc.StatusObject>): c is Caller {
+  return typeof (c as Caller).node === 'string';
 }
 
 function isStatus(err: unknown): err is Partial<grpc.StatusObject> {

@@ -61,6 +61,11 @@ export function validateSpiffeId(id: SpiffeId): SpiffeId {
   return parseSpiffeId(formatSpiffeId(id));
 }
 
+/** A node name that can appear in a node SPIFFE ID (one path segment). */
+export function isValidNodeName(node: string): boolean {
+  return validSegment(node);
+}
+
 /** The identity a node agent holds toward the controller: `spiffe://<td>/weft/node/<node>`. */
 export function nodeSpiffeUri(trustDomain: string, node: string): string {
   if (!isValidTrustDomain(trustDomain)) fail(`invalid trust domain ${JSON.stringify(trustDomain)}`);
