@@ -1,4 +1,5 @@
 // IPv4 addresses and CIDR ranges as unsigned 32-bit numbers: parsing, overlap, n-th address.
+import { quote } from './quote.js';
 
 export interface Cidr {
   /** Network address (host bits zero), unsigned. */
@@ -36,14 +37,14 @@ function maskOf(prefix: number): number {
 /** Parses `a.b.c.d/p`. Returns a reason string when invalid (including host bits set). */
 export function parseCidr(text: string): Cidr | string {
   const slash = text.indexOf('/');
-  if (slash < 0) return `"${text}" is not a CIDR (expected a.b.c.d/prefix)`;
+  if (slash < 0) return `${quote(text)} is not a CIDR (expected a.b.c.d/prefix)`;
   const ip = parseIPv4(text.slice(0, slash));
   const prefixText = text.slice(slash + 1);
-  if (ip === undefined) return `"${text}" is not an IPv4 CIDR`;
-  if (!/^\d{1,2}$/.test(prefixText) || Number(prefixText) > 32) return `"${text}" has an invalid prefix length`;
+  if (ip === undefined) return `${quote(text)} is not an IPv4 CIDR`;
+  if (!/^\d{1,2}$/.test(prefixText) || Number(prefixText) > 32) return `${quote(text)} has an invalid prefix length`;
   const prefix = Number(prefixText);
   const base = (ip & maskOf(prefix)) >>> 0;
-  if (base !== ip) return `"${text}" has host bits set (did you mean ${formatIPv4(base)}/${prefix}?)`;
+  if (base !== ip) return `${quote(text)} has host bits set (did you mean ${formatIPv4(base)}/${prefix}?)`;
   return { base, prefix, text: `${formatIPv4(base)}/${prefix}` };
 }
 

@@ -1,4 +1,5 @@
 // Durations as operators write them (`24h`, `90m`, `1h30m`, `5s`), in whole seconds.
+import { quote } from './quote.js';
 
 const DURATION = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
 
@@ -12,7 +13,7 @@ export function parseDurationSeconds(text: string): number | undefined {
 
 /** Why `text` is not a duration (for ConfigProblem reasons and usage errors), or undefined. */
 export function durationProblem(text: string): string | undefined {
-  return parseDurationSeconds(text) === undefined ? `"${text}" is not a positive duration (such as 24h, 90m, 1h30m, 5s)` : undefined;
+  return parseDurationSeconds(text) === undefined ? `${quote(text)} is not a positive duration (such as 24h, 90m, 1h30m, 5s)` : undefined;
 }
 
 /** `86400` → `24h`, `90` → `1m30s`. */

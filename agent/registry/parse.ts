@@ -18,6 +18,9 @@ import type {
 } from './types.js';
 import { parseCidr, parseIPv4 } from './cidr.js';
 import { durationProblem } from './duration.js';
+import { quote, safeName } from './quote.js';
+
+export { quote } from './quote.js';
 
 export type PathSeg = string | number;
 
@@ -25,7 +28,10 @@ export function formatPath(path: readonly PathSeg[]): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
-    else out += out ? `.${seg}` : seg;
+    else {
+      const s = safeName(seg);
+      out += out ? `.${s}` : s;
+    }
   }
   return out;
 }
@@ -90,8 +96,14 @@ export class DocContext {
 
 type Json = unknown;
 
+/**
+ * A YAML mapping as toJS() returns it. Other objects a tag can produce (`!!binary` → Buffer,
+ * `!!timestamp` → Date, `!!set` → Set, `!!omap` → Map) are not mappings of fields.
+ */
 export function isPlainObject(v: Json): v is Record<string, Json> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }
 
 export function checkObject(
@@ -111,7 +123,7 @@ export function checkObject(
   }
   for (const k of Object.keys(v)) {
     if (!allowed.includes(k) && !opts.tolerated?.includes(k)) {
-      ctx.add([...path, k], `unknown field "${k}" (allowed: ${allowed.join(', ')})`, true);
+      ctx.add([...path, k], `unknown field ${quote(k)} (allowed: ${allowed.join(', ')})`, true);
     }
   }
   return v;
@@ -120,8 +132,13 @@ export function checkObject(
 export function describe(v: Json): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a sequence';
+  if (v instanceof Uint8Array) return 'binary data (!!binary)';
+  if (v instanceof Date) return 'a timestamp (!!timestamp)';
+  if (v instanceof Set) return 'a set (!!set)';
+  if (v instanceof Map) return 'an ordered mapping (!!omap or !!pairs)';
   if (typeof v === 'object') return 'a mapping';
-  if (typeof v === 'string') return `the string "${v}"`;
+  if (typeof v === 'string') return `the string ${quote(v)}`;
+  if (typeof v === 'function' || typeof v === 'symbol') return typeof v;
   return `${typeof v} ${String(v)}`;
 }
 
@@ -144,15 +161,15 @@ export function checkString(
     return undefined;
   }
   if (opts.maxLength !== undefined && v.length > opts.maxLength) {
-    ctx.add(path, `"${v}" is longer than ${opts.maxLength} characters`);
+    ctx.add(path, `${quote(v)} is longer than ${opts.maxLength} characters`);
     return undefined;
   }
   if (opts.oneOf && !opts.oneOf.includes(v)) {
-    ctx.add(path, `"${v}" is not one of ${opts.oneOf.join(', ')}`);
+    ctx.add(path, `${quote(v)} is not one of ${opts.oneOf.join(', ')}`);
     return undefined;
   }
   if (opts.pattern && !opts.pattern.test(v)) {
-    ctx.add(path, `"${v}" ${opts.patternReason ?? `does not match ${opts.pattern}`}`);
+    ctx.add(path, `${quote(v)} ${opts.patternReason ?? `does not match ${opts.pattern}`}`);
     return undefined;
   }
   return v;
@@ -215,7 +232,7 @@ export function checkIPv4(ctx: DocContext, path: PathSeg[], v: Json, required: b
   const s = checkString(ctx, path, v, { required });
   if (s === undefined) return undefined;
   if (parseIPv4(s) === undefined) {
-    ctx.add(path, `"${s}" is not an IPv4 address`);
+    ctx.add(path, `${quote(s)} is not an IPv4 address`);
     return undefined;
   }
   return s;
@@ -245,16 +262,17 @@ export function checkSubdomainName(ctx: DocContext, path: PathSeg[], v: Json, re
   });
 }
 
-function checkLabelKey(ctx: DocContext, path: PathSeg[], key: string): boolean {
+/** A Kubernetes qualified name (`prefix/name`): what label and annotation keys must be. */
+function checkLabelKey(ctx: DocContext, path: PathSeg[], key: string, what: 'label' | 'annotation'): boolean {
   const slash = key.indexOf('/');
   const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
   const name = slash >= 0 ? key.slice(slash + 1) : key;
   if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) {
-    ctx.add(path, `key "${key}" has an invalid prefix (must be a DNS-1123 subdomain)`, true);
+    ctx.add(path, `key ${quote(key)} has an invalid prefix (must be a DNS-1123 subdomain)`, true);
     return false;
   }
   if (name.length === 0 || name.length > 63 || !LABEL_NAME.test(name)) {
-    ctx.add(path, `key "${key}" is not a valid label key`, true);
+    ctx.add(path, `key ${quote(key)} is not a valid ${what} key`, true);
     return false;
   }
   return true;
@@ -278,10 +296,11 @@ export function checkStringMap(
       ctx.add(p, `value must be a string, got ${describe(val)} (quote it)`);
       continue;
     }
+    // Annotation keys follow the label key rules too (as the API server checks them); values are free.
+    if (!checkLabelKey(ctx, p, k, kind === 'annotations' ? 'annotation' : 'label')) continue;
     if (kind !== 'annotations') {
-      if (!checkLabelKey(ctx, p, k)) continue;
       if (val.length > 63 || !LABEL_VALUE.test(val)) {
-        ctx.add(p, `"${val}" is not a valid label value`);
+        ctx.add(p, `${quote(val)} is not a valid label value`);
         continue;
       }
     }
@@ -510,7 +529,7 @@ registerKind('Service', {
           if (!o) return;
           const port = checkPort(ctx, [...p, 'port'], o.port, true);
           let targetPort: number | undefined;
-          if (typeof o.targetPort === 'string') ctx.add([...p, 'targetPort'], `named target ports ("${o.targetPort}") are not supported; use a number`);
+          if (typeof o.targetPort === 'string') ctx.add([...p, 'targetPort'], `named target ports (${quote(o.targetPort)}) are not supported; use a number`);
           else targetPort = checkPort(ctx, [...p, 'targetPort'], o.targetPort, false);
           const name = o.name === undefined ? undefined : checkLabelName(ctx, [...p, 'name'], o.name);
           const protocol = o.protocol === undefined ? undefined : checkString(ctx, [...p, 'protocol'], o.protocol, { oneOf: ['TCP', 'UDP'] });
@@ -579,13 +598,40 @@ export function parseDocuments(text: string, file: string): ParseResult {
   const lc = new LineCounter();
   const problems: ConfigProblem[] = [];
   const resources: Array<WithSource<Resource>> = [];
-  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const list = Array.isArray(docs) ? docs : [];
+  if (text.length > MAX_FILE_CHARS) {
+    problems.push({ file, line: 1, field: '', reason: `file is ${text.length} characters long; a configuration file may have at most ${MAX_FILE_CHARS}` });
+    return { resources, problems };
+  }
+  const tooDeep = flowNestingProblem(text);
+  if (tooDeep) {
+    problems.push({ file, ...tooDeep, field: '' });
+    return { resources, problems };
+  }
+  let list: Document.Parsed[];
+  try {
+    // logLevel error: the library's own warnings (a collection used as a key...) would otherwise go
+    // to process.emitWarning; the ones that matter are reported below as problems.
+    const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, logLevel: 'error' });
+    list = Array.isArray(docs) ? docs : [];
+  } catch (err) {
+    // The parser recurses on nesting: a hostile file can exhaust the stack.
+    problems.push({ file, line: 1, field: '', reason: `YAML syntax error: ${yamlReason(err)}` });
+    return { resources, problems };
+  }
   for (const doc of list) {
     if (doc.errors.length) {
       for (const e of doc.errors) {
         const line = e.linePos?.[0]?.line ?? lc.linePos(e.pos[0]).line;
-        problems.push({ file, line, field: '', reason: `YAML syntax error: ${firstLine(e.message)}` });
+        problems.push({ file, line, field: '', reason: `YAML syntax error: ${yamlReason(e)}` });
+      }
+      continue;
+    }
+    // Warnings are what the parser could not honour (an unknown tag such as `!foo` or `!!int abc`,
+    // an unknown directive): it would carry on with a guess, so the document is refused instead.
+    if (doc.warnings.length) {
+      for (const w of doc.warnings) {
+        const line = w.linePos?.[0]?.line ?? lc.linePos(w.pos[0]).line;
+        problems.push({ file, line, field: '', reason: `YAML: ${yamlReason(w)}` });
       }
       continue;
     }
@@ -595,13 +641,59 @@ export function parseDocuments(text: string, file: string): ParseResult {
     try {
       raw = doc.toJS({ maxAliasCount: 100 });
     } catch (err) {
-      ctx.add([], `cannot read document: ${err instanceof Error ? err.message : String(err)}`);
+      ctx.add([], `cannot read document: ${yamlReason(err)}`);
       continue;
     }
-    const r = validateDocument(ctx, raw);
-    if (r) resources.push(r);
+    try {
+      const r = validateDocument(ctx, raw);
+      if (r) resources.push(r);
+    } catch (err) {
+      // A bug of a validator must refuse one document, not take down the loader (and with it the
+      // last good configuration). Tests assert this never happens.
+      ctx.add([], `internal error while validating the document: ${yamlReason(err)}`);
+    }
+  }
+  if (problems.length > MAX_PROBLEMS_PER_FILE) {
+    const more = problems.length - MAX_PROBLEMS_PER_FILE;
+    problems.length = MAX_PROBLEMS_PER_FILE;
+    problems.push({ file, line: problems[problems.length - 1]!.line, field: '', reason: `${more} more problems in this file are not listed` });
   }
   return { resources, problems };
+}
+
+/** Largest file parseDocuments reads (characters): far above any real configuration, bounds parse time and memory. */
+export const MAX_FILE_CHARS = 4 * 1024 * 1024;
+/** Deepest `[`/`{` nesting parseDocuments hands to the YAML parser. */
+export const MAX_FLOW_DEPTH = 1000;
+
+/**
+ * The YAML parser's time grows steeply with flow nesting (`[[[[...`: seconds for a few hundred KB)
+ * before it gives up with a stack overflow, so nesting is measured first, by counting brackets.
+ * Brackets inside quoted or block scalars count too: a real document never has a thousand unclosed
+ * ones, and the worst outcome is a clear refusal.
+ */
+function flowNestingProblem(text: string): { line: number; reason: string } | undefined {
+  let depth = 0;
+  let line = 1;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10) line++;
+    else if (c === 91 || c === 123) {
+      if (++depth > MAX_FLOW_DEPTH) return { line, reason: `YAML syntax error: the document nests deeper than ${MAX_FLOW_DEPTH} levels` };
+    } else if ((c === 93 || c === 125) && depth > 0) depth--;
+  }
+  return undefined;
+}
+/** Problems listed per file; past that one summary line says how many more there were. */
+export const MAX_PROBLEMS_PER_FILE = 200;
+
+/** The first line of a parser error, bounded and printable (it may repeat the user's text). */
+function yamlReason(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  // The parser reports its own stack overflow as a syntax error carrying V8's message.
+  if (/Maximum call stack size exceeded/.test(msg)) return 'the document nests too deeply';
+  const line = firstLine(msg);
+  return safeName(line) === line ? line : quote(line);
 }
 
 function firstLine(s: string): string {
@@ -619,11 +711,11 @@ function validateDocument(ctx: DocContext, raw: Json): WithSource<Resource> | un
   if (kind === undefined || apiVersion === undefined) return undefined;
   const spec = kinds.get(kind);
   if (!spec) {
-    ctx.add(['kind'], `unknown kind "${kind}" (known kinds: ${knownKinds().join(', ')})`);
+    ctx.add(['kind'], `unknown kind ${quote(kind)} (known kinds: ${knownKinds().join(', ')})`);
     return undefined;
   }
   if (!spec.apiVersions.includes(apiVersion)) {
-    ctx.add(['apiVersion'], `apiVersion "${apiVersion}" is not valid for kind ${kind} (expected ${spec.apiVersions.join(' or ')})`);
+    ctx.add(['apiVersion'], `apiVersion ${quote(apiVersion)} is not valid for kind ${kind} (expected ${spec.apiVersions.join(' or ')})`);
     return undefined;
   }
   const meta = checkMetadata(ctx, raw.metadata, spec, kind);

@@ -10,6 +10,7 @@ import {
   checkStringMap,
   describe,
   isPlainObject,
+  quote,
   registerKind,
   type DocContext,
   type PathSeg,
@@ -42,17 +43,17 @@ export function ipBlockProblem(text: string): string | undefined {
   const slash = text.indexOf('/');
   const ip = slash < 0 ? text : text.slice(0, slash);
   const family = isIP(ip);
-  if (family === 0) return `"${text}" is not an IP address or CIDR`;
+  if (family === 0) return `${quote(text)} is not an IP address or CIDR`;
   if (slash < 0) return undefined;
   const prefix = text.slice(slash + 1);
   const max = family === 4 ? 32 : 128;
-  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return `"${text}" has an invalid prefix length (0-${max} for IPv${family})`;
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return `${quote(text)} has an invalid prefix length (0-${max} for IPv${family})`;
   return undefined;
 }
 
 /** A port given as a string of digits, 1-65535 (Istio's `ports`/`notPorts`). */
 export function portStringProblem(text: string): string | undefined {
-  if (!/^\d{1,5}$/.test(text)) return `"${text}" is not a port number`;
+  if (!/^\d{1,5}$/.test(text)) return `${quote(text)} is not a port number`;
   const n = Number(text);
   if (n < 1 || n > 65535) return `port ${n} is outside 1-65535`;
   return undefined;
@@ -293,8 +294,14 @@ registerKind('PeerAuthentication', {
               ctx.add(['spec', 'portLevelMtls', port], `key ${why}`, true);
               continue;
             }
+            // `8080` and `08080` are the same port: the second would silently replace the first.
+            const key = String(Number(port));
+            if (Object.hasOwn(portLevelMtls, key)) {
+              ctx.add(['spec', 'portLevelMtls', port], `port ${key} is set more than once`, true);
+              continue;
+            }
             const m = checkMode(ctx, ['spec', 'portLevelMtls', port], value);
-            if (m) portLevelMtls[String(Number(port))] = m;
+            if (m) portLevelMtls[key] = m;
           }
         }
       }
