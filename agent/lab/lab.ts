@@ -72,6 +72,9 @@ export interface UpOptions {
 
 export interface ApplyOptions {
   name?: string;
+  /** Wait until every agent has enrolled the new pods (default true; false when the controller is
+   * meant to be unavailable). */
+  wait?: boolean;
 }
 
 function readyTimeout(opts?: { readyTimeoutMs?: number }): number {
@@ -537,7 +540,7 @@ export async function labApply(files: readonly string[], opts: ApplyOptions = {}
   writeState(state);
   await reconcile(state, names, model, sources);
   // Like `kubectl apply` followed by a rollout wait: new pods are enrolled before apply returns.
-  if (state.agents) {
+  if (state.agents && opts.wait !== false) {
     await Promise.all(Object.values(state.nodes).filter((n) => n.agentPid !== undefined && pidAlive(n.agentPid)).map((n) => waitAgentReady(state, n, readyTimeout())));
   }
   state.status = 'up';

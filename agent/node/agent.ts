@@ -465,6 +465,8 @@ export class NodeAgent {
   private captureStats(): unknown {
     return {
       events: this.events.snapshot(),
+      /** Entries of the capture maps that must not outlive their connections. */
+      maps: { upstreams: this.datapath.pendingUpstreams() },
       proxies: Object.fromEntries([...this.proxies].map(([k, p]) => [k, p.stats])),
     };
   }
