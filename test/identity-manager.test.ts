@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { CertificateAuthority } from '../agent/controller/ca.js';
+import { checkCsr } from '../agent/controller/csr.js';
 import {
+  CertificateTimeoutError,
   IdentityManager,
   MAX_BACKOFF_MS,
   backoffDelayMs,
@@ -280,4 +282,192 @@ test('forget stops renewing and rejects waiters; get can be aborted; close clear
   m.close();
   assert.equal(timers.pending().length, 0);
   assert.throws(() => m.ensure('a', 'b'), /closed/);
+});
+
+test('get with a deadline: rejects with WEFT_ERR_IDENTITY naming the last error, while the fetch goes on', async () => {
+  const ca = new TestCa(await newCa());
+  ca.failing = true;
+  const timers = new FakeTimers();
+  const m = new IdentityManager({ ca, trustDomain: TD, log, now: () => timers.now, schedule: timers.schedule, random: () => 0.5 });
+  try {
+    const waiting = m.get('shop', 'api', { timeoutMs: 500 });
+    const deadline = timers.pending().find((t) => t.delay === 500);
+    assert.ok(deadline, 'a deadline timer is armed');
+    const retry = await timers.next(); // the first fetch failed
+    assert.equal(retry.delay, 1000);
+    timers.fire(deadline); // half a second in: the retry is due in another half
+
+    await assert.rejects(waiting, (err: unknown) => {
+      assert.ok(err instanceof CertificateTimeoutError, String(err));
+      assert.ok(err instanceof WeftError);
+      assert.equal(err.code, 'WEFT_ERR_IDENTITY');
+      assert.equal(err.timeoutMs, 500);
+      assert.match(err.message, /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/api within 500 ms \(last error: controller unavailable; next attempt in 1 s\)/);
+      return true;
+    });
+    // The background fetch was not abandoned: its retry brings the certificate.
+    ca.failing = false;
+    const rotated = once(m, 'rotated');
+    timers.fire(retry);
+    await rotated;
+    assert.ok(m.current('shop', 'api'));
+
+    // A certificate that arrives in time wins, and its deadline timer is cancelled.
+    const second = m.get('shop', 'web', { timeoutMs: 5000 });
+    const cert = await second;
+    assert.equal(cert.id.serviceAccount, 'web');
+    assert.ok(!timers.pending().some((t) => t.delay === 5000), 'no deadline left armed');
+    // With a certificate at hand the deadline does not matter; a zero deadline without one fails at once.
+    assert.equal(await m.get('shop', 'web', { timeoutMs: 0 }), cert);
+    ca.failing = true;
+    await assert.rejects(m.get('shop', 'db', { timeoutMs: 0 }), /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db within 0 ms/);
+    await assert.rejects(m.get('shop', 'db', { timeoutMs: -1 }), /timeoutMs must be a non-negative number/);
+  } finally {
+    m.close();
+  }
+});
+
+test('get with a deadline on real timers: a CA that never answers is given up on in time', async () => {
+  const hung: CaClient = { createCertificate: () => new Promise<string[]>(() => undefined) };
+  const m = new IdentityManager({ ca: hung, trustDomain: TD, log });
+  const keepAlive = setInterval(() => undefined, 1000);
+  try {
+    const t = performance.now();
+    await assert.rejects(m.get('shop', 'api', { timeoutMs: 100 }), /within 100 ms \(the CA has not answered yet\)/);
+    const took = performance.now() - t;
+    assert.ok(took >= 95 && took < 1000, `gave up after ${took.toFixed(0)} ms`);
+    assert.equal(m.snapshot()[0]?.state, 'initializing');
+  } finally {
+    clearInterval(keepAlive);
+    m.close();
+  }
+});
+
+/** A CA client over one real CA per trust domain, picking by the identity the CSR asks for. */
+class TwoDomainCa implements CaClient {
+  attempts = 0;
+  gate: Promise<void> | undefined;
+  constructor(private readonly cas: Map<string, CertificateAuthority>) {}
+  async createCertificate(csrPem: string, ttlSeconds: number): Promise<string[]> {
+    this.attempts++;
+    const gate = this.gate;
+    if (gate) await gate;
+    const ca = this.cas.get(checkCsr(csrPem).identity.trustDomain);
+    if (!ca) throw new Error('no CA for that trust domain');
+    return (await ca.signWorkloadCsr(csrPem, ttlSeconds)).chain;
+  }
+}
+
+async function twoDomainCa(): Promise<TwoDomainCa> {
+  const other = mkdtempSync(join(tmpdir(), 'weft-idm-'));
+  dirs.push(other);
+  return new TwoDomainCa(new Map([
+    [TD, await newCa()],
+    ['new.local', await CertificateAuthority.loadOrCreate({ dir: other, trustDomain: 'new.local' })],
+  ]));
+}
+
+test('setTrustDomain re-issues every certificate in the new domain; the old one serves until then', async () => {
+  const ca = await twoDomainCa();
+  const timers = new FakeTimers();
+  const m = new IdentityManager({ ca, trustDomain: TD, log, now: () => timers.now, schedule: timers.schedule, random: () => 0.5 });
+  try {
+    const oldApi = await m.get('shop', 'api');
+    const oldWeb = await m.get('shop', 'web');
+    assert.equal(m.setTrustDomain(TD), false, 'same domain: nothing to do');
+    assert.equal(ca.attempts, 2);
+    assert.throws(() => m.setTrustDomain('Bad Domain'), (err: unknown) => err instanceof WeftError && err.code === 'WEFT_ERR_IDENTITY');
+
+    const rotations: WorkloadCertificate[] = [];
+    const both = new Promise<void>((resolve) =>
+      m.on('rotated', (_key: string, cert: WorkloadCertificate) => {
+        rotations.push(cert);
+        if (rotations.length === 2) resolve();
+      }),
+    );
+    assert.equal(m.setTrustDomain('new.local'), true);
+    assert.equal(m.trustDomain, 'new.local');
+    // Until the new certificates arrive the old ones stay in use, and the snapshot says so.
+    assert.equal(m.current('shop', 'api'), oldApi);
+    const during = m.snapshot().find((s) => s.identity.endsWith('/sa/api'));
+    assert.equal(during?.identity, 'spiffe://new.local/ns/shop/sa/api');
+    assert.equal(during?.certIdentity, 'spiffe://cluster.local/ns/shop/sa/api');
+    assert.equal(during?.state, 'renewing');
+    await both;
+    assert.deepEqual(rotations.map((c) => c.id.trustDomain), ['new.local', 'new.local']);
+    const newApi = m.current('shop', 'api');
+    assert.equal(newApi?.id.trustDomain, 'new.local');
+    assert.notEqual(newApi?.serial, oldApi.serial);
+    assert.equal(m.current('shop', 'web')?.id.trustDomain, 'new.local');
+    assert.notEqual(m.current('shop', 'web')?.rootPem, oldWeb.rootPem);
+    const after = m.snapshot().find((s) => s.identity.endsWith('/sa/api'));
+    assert.equal(after?.state, 'valid');
+    assert.equal(after?.certIdentity, undefined);
+    // The renewals armed for the old certificates were replaced: one renewal per identity, for the new ones.
+    // (Renewals are due at about half of the 24 h lifetime; expiry timers at its end.)
+    const renewals = timers.pending().filter((t) => t.delay > 60_000 && t.delay < 13 * 3_600_000);
+    assert.equal(renewals.length, 2);
+    // Identities asked for from now on are in the new domain.
+    assert.equal((await m.get('shop', 'db')).id.trustDomain, 'new.local');
+  } finally {
+    m.close();
+  }
+});
+
+test('setTrustDomain while a fetch is in flight: the answer for the old domain is dropped and the new one asked for', async () => {
+  const ca = await twoDomainCa();
+  let open: () => void = () => undefined;
+  ca.gate = new Promise<void>((resolve) => (open = resolve));
+  const m = new IdentityManager({ ca, trustDomain: TD, log });
+  try {
+    const rotated: WorkloadCertificate[] = [];
+    m.on('rotated', (_k: string, c: WorkloadCertificate) => rotated.push(c));
+    const waiting = m.get('shop', 'api');
+    // Wait until the CSR for the old domain is with the CA.
+    while (ca.attempts === 0) await new Promise((r) => setImmediate(r));
+    m.setTrustDomain('new.local');
+    ca.gate = undefined;
+    open();
+    const cert = await waiting;
+    assert.equal(cert.id.trustDomain, 'new.local');
+    assert.equal(ca.attempts, 2);
+    assert.deepEqual(rotated.map((c) => c.id.trustDomain), ['new.local'], 'the old-domain answer was never installed');
+  } finally {
+    m.close();
+  }
+});
+
+test('snapshot: last error with its time and the next retry while failing; the renewal time once valid', async () => {
+  const timers = new FakeTimers();
+  const ca = new TestCa(await newCa(() => timers.now));
+  ca.failuresLeft = 2;
+  const m = new IdentityManager({ ca, trustDomain: TD, ttlSeconds: 3600, log, now: () => timers.now, schedule: timers.schedule, random: () => 0.5 });
+  try {
+    const got = m.get('shop', 'api');
+    let retry = await timers.next();
+    let snap = m.snapshot()[0];
+    assert.equal(snap?.lastError, 'controller unavailable');
+    assert.equal(snap?.lastErrorAt, new Date(timers.now).toISOString());
+    assert.equal(snap?.nextRetryAt, new Date(timers.now + 1000).toISOString());
+    assert.equal(snap?.renewAt, undefined);
+    const next = timers.next();
+    timers.fire(retry);
+    retry = await next;
+    snap = m.snapshot()[0];
+    assert.equal(snap?.failures, 2);
+    assert.equal(snap?.nextRetryAt, new Date(timers.now + 2000).toISOString());
+    timers.fire(retry);
+    const cert = await got;
+    snap = m.snapshot()[0];
+    assert.equal(snap?.state, 'valid');
+    assert.equal(snap?.nextRetryAt, undefined);
+    assert.equal(snap?.lastError, undefined);
+    assert.equal(snap?.lastErrorAt, undefined);
+    assert.equal(snap?.notAfter, cert.notAfter.toISOString());
+    const renewAt = Date.parse(snap?.renewAt ?? '');
+    assert.ok(renewAt > timers.now && renewAt < cert.notAfter.getTime(), `renewal at ${snap?.renewAt}`);
+    assert.ok(Math.abs(renewAt - (timers.pending()[0]?.at ?? 0)) < 1, 'the renewal timer fires at renewAt');
+  } finally {
+    m.close();
+  }
 });

@@ -1,6 +1,8 @@
 // The node agent's workload certificates: one per (namespace, service account) that a local
 // workload needs, fetched ahead of need, renewed at half-life, retried with capped exponential
-// backoff, and kept in use until it really expires when the CA cannot be reached.
+// backoff, and kept in use until it really expires when the CA cannot be reached. Callers may bound
+// how long they wait for a first certificate (the fetch goes on in the background), and the trust
+// domain follows the controller's: a change re-issues every certificate for the new domain.
 import { EventEmitter } from 'node:events';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { Logger } from '../log.js';
@@ -50,8 +52,11 @@ export interface IdentityManagerOptions {
 export type CertState = 'initializing' | 'valid' | 'renewing' | 'expired';
 
 export interface CertSnapshot {
+  /** The identity wanted (in the manager's current trust domain). */
   identity: string;
   state: CertState;
+  /** The identity of the certificate held, when it differs from `identity` (a trust domain change in progress). */
+  certIdentity?: string;
   serial?: string;
   notBefore?: string;
   notAfter?: string;
@@ -59,6 +64,22 @@ export interface CertSnapshot {
   /** Failed fetches since the last success. */
   failures: number;
   lastError?: string;
+  /** When the last failure happened (ISO). */
+  lastErrorAt?: string;
+  /** When the next attempt after a failure is due (ISO); absent when none is pending. */
+  nextRetryAt?: string;
+  /** When the certificate held will be renewed (ISO); absent while retrying or fetching. */
+  renewAt?: string;
+}
+
+/** `get` gave up waiting: no certificate arrived within `timeoutMs` (fetching goes on). */
+export class CertificateTimeoutError extends WeftError {
+  readonly timeoutMs: number;
+  constructor(message: string, timeoutMs: number) {
+    super(ErrorCodes.IDENTITY, message);
+    this.name = 'CertificateTimeoutError';
+    this.timeoutMs = timeoutMs;
+  }
 }
 
 export const INITIAL_BACKOFF_MS = 1_000;
@@ -133,8 +154,12 @@ interface Entry {
   fetching: boolean;
   failures: number;
   lastError?: string;
+  lastErrorAt?: number;
   /** The next renewal or retry. */
   timer?: Timer;
+  /** When `timer` fires (ms) and what for. */
+  nextAt?: number;
+  nextKind?: 'renewal' | 'retry';
   /** Fires when the current certificate lapses, unless a new one arrives first. */
   expiryTimer?: Timer;
   expired: boolean;
@@ -152,7 +177,7 @@ export function identityKey(namespace: string, serviceAccount: string): string {
  */
 export class IdentityManager extends EventEmitter {
   private readonly ca: CaClient;
-  readonly trustDomain: string;
+  private td: string;
   readonly ttlSeconds: number;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -167,7 +192,7 @@ export class IdentityManager extends EventEmitter {
     const ttl = options.ttlSeconds ?? 86_400;
     if (!Number.isFinite(ttl) || ttl <= 0) throw new WeftError(ErrorCodes.IDENTITY, `ttlSeconds must be positive, got ${ttl}`);
     this.ca = options.ca;
-    this.trustDomain = options.trustDomain;
+    this.td = options.trustDomain;
     this.ttlSeconds = ttl;
     this.log = options.log;
     this.now = options.now ?? Date.now;
@@ -175,36 +200,82 @@ export class IdentityManager extends EventEmitter {
     this.random = options.random ?? Math.random;
   }
 
+  /** The trust domain certificates are requested in. */
+  get trustDomain(): string {
+    return this.td;
+  }
+
+  /**
+   * Follows the controller's trust domain: every identity is requested again in `trustDomain`, at
+   * once and with a fresh backoff. The certificate held stays in use until its replacement arrives
+   * (peers not yet switched still accept it) or it expires. Returns false when nothing changed.
+   */
+  setTrustDomain(trustDomain: string): boolean {
+    if (!isValidTrustDomain(trustDomain)) throw new WeftError(ErrorCodes.IDENTITY, `invalid trust domain ${JSON.stringify(trustDomain)}`);
+    if (this.closed || trustDomain === this.td) return false;
+    const from = this.td;
+    this.td = trustDomain;
+    this.log.info({ from, to: trustDomain, identities: this.entries.size }, 'trust domain changed; re-issuing certificates');
+    for (const entry of this.entries.values()) {
+      entry.id = { ...entry.id, trustDomain };
+      entry.failures = 0;
+      entry.lastError = undefined;
+      entry.lastErrorAt = undefined;
+      // A fetch in flight asks for the old domain: fetch() sees that when it returns and asks again.
+      if (!entry.fetching) void this.fetch(entry);
+    }
+    return true;
+  }
+
   /** Starts fetching the identity's certificate if nobody asked for it yet (prefetch). */
   ensure(namespace: string, serviceAccount: string): void {
     this.entry(namespace, serviceAccount);
   }
 
-  /** The valid certificate, waiting for the first fetch if needed. Retries go on until it succeeds,
-   * so pass a signal to give up; `forget` and `close` reject waiters. */
-  async get(namespace: string, serviceAccount: string, options: { signal?: AbortSignal } = {}): Promise<WorkloadCertificate> {
+  /**
+   * The valid certificate, waiting for the first fetch if needed. Retries go on until one succeeds;
+   * `timeoutMs` bounds the wait (a CertificateTimeoutError, WEFT_ERR_IDENTITY, naming the last error)
+   * and `signal` abandons it, neither stopping the fetch. `forget` and `close` reject waiters.
+   */
+  async get(namespace: string, serviceAccount: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkloadCertificate> {
+    const { signal, timeoutMs } = options;
+    if (timeoutMs !== undefined && !(timeoutMs >= 0 && Number.isFinite(timeoutMs))) {
+      throw new WeftError(ErrorCodes.IDENTITY, `timeoutMs must be a non-negative number, got ${timeoutMs}`);
+    }
     const entry = this.entry(namespace, serviceAccount);
     const valid = this.validCert(entry);
     if (valid) return valid;
-    const { signal } = options;
     if (signal?.aborted) throw this.abortError(entry, signal);
+    if (timeoutMs === 0) throw this.timeoutError(entry, 0);
     return new Promise<WorkloadCertificate>((resolve, reject) => {
-      const onAbort = (): void => {
+      let deadline: Timer | undefined;
+      const leave = (): void => {
         entry.waiters = entry.waiters.filter((w) => w !== waiter);
+        signal?.removeEventListener('abort', onAbort);
+        deadline?.cancel();
+      };
+      const onAbort = (): void => {
+        leave();
         reject(this.abortError(entry, signal as AbortSignal));
       };
       const waiter: Waiter = {
         resolve: (cert) => {
-          signal?.removeEventListener('abort', onAbort);
+          leave();
           resolve(cert);
         },
         reject: (err) => {
-          signal?.removeEventListener('abort', onAbort);
+          leave();
           reject(err);
         },
       };
       entry.waiters.push(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        deadline = this.schedule(() => {
+          leave();
+          reject(this.timeoutError(entry, timeoutMs));
+        }, timeoutMs);
+      }
     });
   }
 
@@ -247,12 +318,18 @@ export class IdentityManager extends EventEmitter {
       .map((e) => {
         const out: CertSnapshot = { identity: formatSpiffeId(e.id), state: this.stateOf(e), failures: e.failures };
         if (e.cert) {
+          if (!sameSpiffeId(e.cert.id, e.id)) out.certIdentity = formatSpiffeId(e.cert.id);
           out.serial = e.cert.serial;
           out.notBefore = e.cert.notBefore.toISOString();
           out.notAfter = e.cert.notAfter.toISOString();
           out.secondsToExpiry = Math.max(0, Math.floor((e.cert.notAfter.getTime() - now) / 1000));
         }
         if (e.lastError !== undefined) out.lastError = e.lastError;
+        if (e.lastErrorAt !== undefined) out.lastErrorAt = new Date(e.lastErrorAt).toISOString();
+        if (e.nextAt !== undefined && e.timer !== undefined) {
+          if (e.nextKind === 'retry') out.nextRetryAt = new Date(e.nextAt).toISOString();
+          else out.renewAt = new Date(e.nextAt).toISOString();
+        }
         return out;
       });
   }
@@ -260,7 +337,7 @@ export class IdentityManager extends EventEmitter {
   private stateOf(e: Entry): CertState {
     if (!e.cert) return 'initializing';
     if (!this.validCert(e)) return 'expired';
-    return e.fetching || e.failures > 0 ? 'renewing' : 'valid';
+    return e.fetching || e.failures > 0 || !sameSpiffeId(e.cert.id, e.id) ? 'renewing' : 'valid';
   }
 
   private entry(namespace: string, serviceAccount: string): Entry {
@@ -268,7 +345,7 @@ export class IdentityManager extends EventEmitter {
     const key = identityKey(namespace, serviceAccount);
     let entry = this.entries.get(key);
     if (!entry) {
-      const id = validateSpiffeId({ trustDomain: this.trustDomain, namespace, serviceAccount });
+      const id = validateSpiffeId({ trustDomain: this.td, namespace, serviceAccount });
       entry = { key, id, fetching: false, failures: 0, expired: false, waiters: [] };
       this.entries.set(key, entry);
       void this.fetch(entry);
@@ -286,27 +363,35 @@ export class IdentityManager extends EventEmitter {
     entry.fetching = true;
     entry.timer?.cancel();
     entry.timer = undefined;
-    const identity = formatSpiffeId(entry.id);
+    entry.nextAt = undefined;
+    const id = entry.id;
+    const identity = formatSpiffeId(id);
     let cert: WorkloadCertificate;
     try {
-      const { keyPem, csrPem } = await createKeyAndCsr(entry.id);
+      const { keyPem, csrPem } = await createKeyAndCsr(id);
       const chain = await this.ca.createCertificate(csrPem, this.ttlSeconds);
-      cert = workloadCertificateFromChain(entry.id, keyPem, chain, this.now());
+      cert = workloadCertificateFromChain(id, keyPem, chain, this.now());
     } catch (err) {
       entry.fetching = false;
       if (this.entries.get(entry.key) !== entry) return; // forgotten meanwhile
+      if (!sameSpiffeId(id, entry.id)) return void this.fetch(entry); // the trust domain changed meanwhile
       entry.failures += 1;
       entry.lastError = errorMessage(err);
+      entry.lastErrorAt = this.now();
       const delay = backoffDelayMs(entry.failures, this.random);
       this.log.warn({ identity, failures: entry.failures, retryInMs: Math.round(delay), err: entry.lastError, certValid: this.validCert(entry) !== undefined }, 'certificate fetch failed');
       entry.timer = this.schedule(() => void this.fetch(entry), delay);
+      entry.nextAt = this.now() + delay;
+      entry.nextKind = 'retry';
       return;
     }
     entry.fetching = false;
     if (this.entries.get(entry.key) !== entry) return;
+    if (!sameSpiffeId(id, entry.id)) return void this.fetch(entry);
     entry.cert = cert;
     entry.failures = 0;
     entry.lastError = undefined;
+    entry.lastErrorAt = undefined;
     entry.expired = false;
     this.armTimers(entry, cert);
     this.log.info({ identity, serial: cert.serial, notAfter: cert.notAfter.toISOString() }, 'certificate rotated');
@@ -324,6 +409,8 @@ export class IdentityManager extends EventEmitter {
     const renewAt = from + (cert.notAfter.getTime() - from) / 2;
     entry.timer?.cancel();
     entry.timer = this.scheduleAt(renewAt, MIN_RENEW_DELAY_MS, () => void this.fetch(entry));
+    entry.nextAt = Math.max(renewAt, now + MIN_RENEW_DELAY_MS);
+    entry.nextKind = 'renewal';
     entry.expiryTimer?.cancel();
     entry.expiryTimer = this.scheduleAt(cert.notAfter.getTime(), 0, () => {
       entry.expiryTimer = undefined;
@@ -353,12 +440,19 @@ export class IdentityManager extends EventEmitter {
     entry.expiryTimer?.cancel();
     entry.timer = undefined;
     entry.expiryTimer = undefined;
+    entry.nextAt = undefined;
   }
 
   private rejectWaiters(entry: Entry, err: Error): void {
     const waiters = entry.waiters;
     entry.waiters = [];
     for (const w of waiters) w.reject(err);
+  }
+
+  private timeoutError(entry: Entry, timeoutMs: number): CertificateTimeoutError {
+    const retry = entry.timer !== undefined && entry.nextKind === 'retry' && entry.nextAt !== undefined ? `; next attempt in ${Math.max(0, Math.ceil((entry.nextAt - this.now()) / 1000))} s` : '';
+    const why = entry.lastError ? ` (last error: ${entry.lastError}${retry})` : entry.fetching ? ' (the CA has not answered yet)' : '';
+    return new CertificateTimeoutError(`no certificate for ${formatSpiffeId(entry.id)} within ${timeoutMs} ms${why}`, timeoutMs);
   }
 
   private abortError(entry: Entry, signal: AbortSignal): WeftError {
