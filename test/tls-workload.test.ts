@@ -2,7 +2,7 @@
 // peers each side must refuse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE } from '../agent/controller/ca.js';
 import { createKeyAndCsr } from '../agent/identity/csr.js';
+import { bitString, context, derBoolean, octetString, oid, seq, set, smallInteger, toPem, unsignedInteger, utf8, x509Time } from '../agent/identity/der.js';
 import { workloadCertificateFromChain, type WorkloadCertificate } from '../agent/identity/manager.js';
 import { formatSpiffeId, type SpiffeId } from '../agent/identity/spiffe.js';
 import { connectTls, handshakeFailureReason, serverSecureContextOptions, verifyPeer, type PeerVerdict } from '../agent/tls/workload.js';
@@ -33,6 +34,7 @@ async function issue(ca: CertificateAuthority, namespace: string, serviceAccount
 
 interface Fixture {
   mainCa: CertificateAuthority;
+  mainDir: string;
   client: WorkloadCertificate; // default/client
   server: WorkloadCertificate; // shop/api
   foreignCa: WorkloadCertificate; // same trust domain, another root
@@ -65,7 +67,7 @@ function setup(): Promise<Fixture> {
       issue(otherShared, 'default', 'client'),
       issue(past, 'default', 'client'),
     ]);
-    return { mainCa, client, server, foreignCa, otherTdOwnRoot, otherTdSharedRoot, expired };
+    return { mainCa, mainDir, client, server, foreignCa, otherTdOwnRoot, otherTdSharedRoot, expired };
   })();
   return fixture;
 }
@@ -279,6 +281,150 @@ test('no session resumption: a second connection with the first one\'s session d
     assert.equal(second.isSessionReused(), false);
     await readAll(second);
     assert.equal(server.verdicts.length, 2);
+  } finally {
+    await server.close();
+  }
+});
+
+// ---- hostile peers ----
+
+interface Hostile {
+  notYetValid: WorkloadCertificate; // our root, notBefore two days ahead
+  foreignWithRoot: WorkloadCertificate; // another root with our root's name, sent along in the chain
+  leafAsCa: WorkloadCertificate; // shop/admin "issued" by default/client's own leaf key
+  node: WorkloadCertificate; // a node credential (clientAuth only, a node SPIFFE ID)
+  serving: WorkloadCertificate; // the controller's serving certificate (serverAuth only, no URI SAN)
+}
+
+let hostile: Promise<Hostile> | undefined;
+function hostileSetup(): Promise<Hostile> {
+  hostile ??= (async () => {
+    const f = await setup();
+    // Our root, with a clock two days ahead: its leaves are not valid yet.
+    const ahead = await CertificateAuthority.loadOrCreate({ dir: f.mainDir, trustDomain: TD, now: () => Date.now() + 2 * 86_400_000 });
+    const notYetValid = await issue(ahead, 'default', 'client');
+
+    // The foreign leaf plus its root in the chain: both carry our root's subject name.
+    const foreignRoot = f.foreignCa.rootPem;
+    assert.equal(new X509Certificate(foreignRoot).subject, new X509Certificate(f.client.rootPem).subject);
+    const foreignWithRoot: WorkloadCertificate = { ...f.foreignCa, chainPem: [f.foreignCa.certPem, foreignRoot, f.client.rootPem], rootPem: f.client.rootPem };
+
+    // A workload that holds its own (valid) leaf key signs a certificate for another identity.
+    const admin = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const adminKeyPem = admin.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const tbs = seq(
+      context(0, true, smallInteger(2)),
+      unsignedInteger(randomBytes(16)),
+      seq(oid('1.2.840.10045.4.3.2')),
+      seq(), // issuer: the leaf's (empty) subject
+      seq(x509Time(new Date(Date.now() - 60_000)), x509Time(new Date(Date.now() + 3_600_000))),
+      // A subject of its own, or it would merely look self-signed.
+      seq(set(seq(oid('2.5.4.3'), utf8('admin')))),
+      admin.publicKey.export({ type: 'spki', format: 'der' }),
+      context(3, true, seq(seq(oid('2.5.29.17'), derBoolean(true), octetString(seq(context(6, false, Buffer.from(`spiffe://${TD}/ns/shop/sa/admin`))))))),
+    );
+    const forgedDer = seq(tbs, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', tbs, createPrivateKey(f.client.keyPem))));
+    const forgedPem = toPem('CERTIFICATE', forgedDer);
+    const leafAsCa: WorkloadCertificate = {
+      ...f.client,
+      id: { trustDomain: TD, namespace: 'shop', serviceAccount: 'admin' },
+      certPem: forgedPem,
+      keyPem: adminKeyPem,
+      chainPem: [forgedPem, f.client.certPem, f.client.rootPem],
+    };
+
+    const nodeCred = await f.mainCa.issueNodeCredential('node-1', 3600);
+    const node: WorkloadCertificate = { ...f.client, certPem: nodeCred.certPem, keyPem: nodeCred.keyPem, chainPem: [nodeCred.certPem, f.client.rootPem] };
+    const servingCred = await f.mainCa.issueServingCert({ dnsNames: ['weft-controller'], ips: ['127.0.0.1'], ttlSeconds: 3600 });
+    const serving: WorkloadCertificate = { ...f.server, certPem: servingCred.certPem, keyPem: servingCred.keyPem, chainPem: [servingCred.certPem, f.server.rootPem] };
+    return { notYetValid, foreignWithRoot, leafAsCa, node, serving };
+  })();
+  return hostile;
+}
+
+test('the server refuses a client certificate that is not valid yet', async () => {
+  const f = await setup();
+  const h = await hostileSetup();
+  assert.ok(h.notYetValid.notBefore.getTime() > Date.now());
+  const server = await startServer(f.server);
+  try {
+    assert.equal(await tryClient(server, h.notYetValid, [f.server.id]), '');
+    assert.equal(server.verdicts.length, 0);
+    assert.deepEqual(server.refusals, ['peer certificate not trusted: certificate not yet valid (CERT_NOT_YET_VALID)']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('the server refuses a foreign chain that brings its own root under our root\'s name', async () => {
+  const f = await setup();
+  const h = await hostileSetup();
+  const server = await startServer(f.server);
+  try {
+    assert.equal(await tryClient(server, h.foreignWithRoot, [f.server.id]), '');
+    assert.equal(server.verdicts.length, 0);
+    assert.equal(server.refusals.length, 1);
+    assert.deepEqual(server.refusals, ['peer certificate not trusted: unknown CA (SELF_SIGNED_CERT_IN_CHAIN)']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a workload cannot mint identities with its own leaf: a chain through a non-CA leaf is refused', async () => {
+  const f = await setup();
+  const h = await hostileSetup();
+  const server = await startServer(f.server);
+  try {
+    assert.equal(await tryClient(server, h.leafAsCa, [f.server.id]), '');
+    assert.equal(server.verdicts.length, 0, 'never reached the identity check');
+    assert.equal(server.refusals.length, 1);
+    assert.equal(server.refusals.length, 1);
+    // OpenSSL reports this as INVALID_CA / KEYUSAGE_NO_CERTSIGN or, through Node, its catch-all.
+    assert.match(server.refusals[0] ?? '', /^peer certificate not trusted: (issuer is not a CA \((INVALID_CA|KEYUSAGE_NO_CERTSIGN)\)|certificate chain does not verify \(UNSPECIFIED\))$/);
+  } finally {
+    await server.close();
+  }
+});
+
+test('credentials of our CA that are not workload SVIDs: a node credential as client, the serving cert as client or server', async () => {
+  const f = await setup();
+  const h = await hostileSetup();
+  const server = await startServer(f.server);
+  try {
+    // Chains to our root; the handshake may complete, the identity check refuses it.
+    assert.equal(await tryClient(server, h.node, [f.server.id]), '');
+    assert.deepEqual(server.refusals, []);
+    assert.deepEqual(server.verdicts, [
+      {
+        ok: false,
+        reason: 'peer certificate has no usable SPIFFE ID: SPIFFE ID "spiffe://cluster.local/weft/node/node-1" is not a workload identity (expected /ns/<namespace>/sa/<service-account>)',
+      },
+    ]);
+    // The serving certificate is not for client authentication at all.
+    assert.equal(await tryClient(server, h.serving, [f.server.id]), '');
+    assert.deepEqual(server.refusals, ['peer certificate not trusted: certificate not issued for this use (INVALID_PURPOSE)']);
+    assert.equal(server.verdicts.length, 1, 'only the node credential got as far as the identity check');
+  } finally {
+    await server.close();
+  }
+  const servers = await Promise.all([h.serving, h.node].map(startServer));
+  try {
+    assert.match(await clientRefusal(servers[0]!, f.client, [f.server.id]), /refused: peer certificate has no usable SPIFFE ID: certificate has no URI SAN/);
+    // A node credential (clientAuth only) as a server certificate.
+    assert.match(await clientRefusal(servers[1]!, f.client, [f.server.id]), /refused: certificate not issued for this use \(INVALID_PURPOSE\)$/);
+    for (const s of servers) assert.equal(s.verdicts.length, 0);
+  } finally {
+    await Promise.all(servers.map((s) => s.close()));
+  }
+});
+
+test('the client refuses a server certificate that is not valid yet', async () => {
+  const f = await setup();
+  const h = await hostileSetup();
+  const server = await startServer(h.notYetValid);
+  try {
+    assert.match(await clientRefusal(server, f.client, [h.notYetValid.id]), /refused: certificate not yet valid \(CERT_NOT_YET_VALID\)/);
+    assert.equal(server.verdicts.length, 0);
   } finally {
     await server.close();
   }

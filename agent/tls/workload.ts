@@ -79,6 +79,18 @@ function describeVerifyError(err: Error | string | null | undefined): string {
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'CERT_SIGNATURE_FAILURE':
       return `unknown CA (${code})`;
+    // A chain through a certificate that may not sign others (a workload trying to mint identities
+    // with its own leaf key).
+    case 'INVALID_CA':
+    case 'KEYUSAGE_NO_CERTSIGN':
+    case 'PATH_LENGTH_EXCEEDED':
+      return `issuer is not a CA (${code})`;
+    // Our CA's certificate, but not for this side of TLS (a serving-only certificate as a client).
+    case 'INVALID_PURPOSE':
+      return `certificate not issued for this use (${code})`;
+    // OpenSSL's catch-all; seen for a chain through a leaf that is not a CA.
+    case 'UNSPECIFIED':
+      return `certificate chain does not verify (${code})`;
     default:
       return typeof err === 'string' ? err : err.message;
   }
