@@ -9,7 +9,7 @@ usage: weft <command> [options]
 commands:
   lab up|down|status|exec|apply|logs|restart-agent   a local cluster of network namespaces (weft lab --help)
   agent                                              run the node agent (weft agent --help)
-  controller [node-credentials]                      run the control plane, or write a node's credential (weft controller --help)
+  controller [node-credentials|revoke-node]          run the control plane, write or revoke a node's credential (weft controller --help)
   apply|delete -f FILE... [--name LAB]               add or remove policies (AuthorizationPolicy, PeerAuthentication) in a lab
   status [--name LAB] [--controller-monitoring URL]  nodes, agents, enrolled pods and configuration errors, from the controller
   observe [flags]                                    flows of the whole cluster (or a node), hubble observe's flags (weft observe --help)
