@@ -145,6 +145,26 @@ test('a CSR must carry exactly one SAN, a URI: URI + DNS, two URIs, two requests
   assert.match((await timedRefusal(forged)).message, /signature does not verify/);
 });
 
+test('extensions a CSR asks for besides its SAN are not copied: asking for CA:true still yields a leaf', async () => {
+  const ca = await caPromise;
+  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const wantsCa = seq(
+    oid('1.2.840.113549.1.9.14'),
+    set(
+      seq(
+        seq(oid('2.5.29.19'), Buffer.from([0x01, 0x01, 0xff]), octetString(seq(Buffer.from([0x01, 0x01, 0xff])))),
+        seq(oid('2.5.29.15'), octetString(Buffer.from([0x03, 0x02, 0x01, 0x06]))),
+        seq(oid('2.5.29.17'), octetString(seq(uriName(URI)))),
+      ),
+    ),
+  );
+  const csr = rawCsr({ spki: spkiOf(key), attributes: [wantsCa], algorithm: ECDSA_SHA256, signer: { key, hash: 'sha256' } });
+  const leaf = new X509Certificate((await ca.signWorkloadCsr(csr, 600)).chain[0] as string);
+  assert.equal(leaf.ca, false);
+  assert.equal(leaf.subjectAltName, `URI:${URI}`);
+  assert.deepEqual([...(leaf.keyUsage ?? [])].sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
+});
+
 test('junk is refused with a reason, never a crash: trailing bytes, truncation, two PEM blocks, not PEM', async () => {
   const { csrPem } = await createKeyAndCsr({ trustDomain: TD, namespace: 'shop', serviceAccount: 'api' });
   assert.deepEqual(checkCsr(csrPem).identity, { trustDomain: TD, namespace: 'shop', serviceAccount: 'api' });
