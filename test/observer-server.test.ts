@@ -1,11 +1,13 @@
 // The node's Observer API over real gRPC on 127.0.0.1 with a FlowStore of known flows: history
 // selection (number, first, since, until, filters), follow in order, a slow follower's losses with
-// exact counts, the store's losses, ServerStatus / GetNodes / GetNamespaces / empty event streams.
+// exact counts, the store's losses, ServerStatus / GetNodes / GetNamespaces / empty event streams,
+// the cap on concurrent streams, and `until` far in the future (beyond setTimeout's range).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as tick } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { ObserverServer } from '../agent/flows/observer-server.js';
+import { DEFAULT_MAX_STREAMS, ObserverServer } from '../agent/flows/observer-server.js';
+import { MAX_TIMEOUT_MS, setLongTimeout } from '../agent/system/long-timeout.js';
 import { flowProtos } from '../agent/flows/proto.js';
 import { FlowStore } from '../agent/flows/store.js';
 import type { GetFlowsResponse } from '../agent/flows/types.js';
@@ -186,4 +188,99 @@ test('GetAgentEvents and GetDebugEvents: an empty stream, not UNIMPLEMENTED', as
   } finally {
     client.close();
   }
+});
+
+/** Polls a condition the server has no event for (a stream slot given back, a subscription made). */
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const YEAR_MS = 365 * 86_400_000;
+
+test('concurrent streams are capped: the next one is RESOURCE_EXHAUSTED, unary calls still work, a slot frees when a stream ends', async () => {
+  assert.equal(DEFAULT_MAX_STREAMS, 32);
+  const capped = new ObserverServer({ store, nodeName: 'node-a', version: 't', log, maxStreams: 2 });
+  const addr = `127.0.0.1:${await capped.listen('127.0.0.1', 0)}`;
+  const f1 = follow(addr, { follow: true });
+  const f2 = follow(addr, { follow: true });
+  try {
+    await waitFor('two streams served', () => capped.activeStreams === 2);
+    await assert.rejects(collect(addr, { number: 1 }), (err: grpc.ServiceError) => err.code === grpc.status.RESOURCE_EXHAUSTED && /limit 2/.test(err.details));
+    const client = new ObserverClient(addr);
+    try {
+      assert.equal((await client.serverStatus(2000)).max_flows, '100');
+    } finally {
+      client.close();
+    }
+    f1.close();
+    await f1.ended;
+    await waitFor('the cancelled stream to give its slot back', () => capped.activeStreams === 1);
+    assert.equal(flowsOf(await collect(addr, { number: 1 })).length, 1, 'a finished history stream also gave its slot back');
+    await waitFor('the history stream to give its slot back', () => capped.activeStreams === 1);
+  } finally {
+    f1.close();
+    f2.close();
+    await capped.close();
+  }
+});
+
+test('follow with until a year ahead keeps streaming new flows (setTimeout would overflow and end it at once)', async () => {
+  const subscribed = store.followers;
+  const f = follow(address, { follow: true, until: ts(Date.now() + YEAR_MS) });
+  let ended = false;
+  void f.ended.then(() => (ended = true));
+  try {
+    await waitFor('the follower to subscribe', () => store.followers >= subscribed + 1);
+    // An overflowed timer fires after 1 ms: give it far more than that to show.
+    await new Promise((r) => setTimeout(r, 50));
+    store.add(makeFlow({ at: Date.now(), absolute: true, uuid: 'far-until' }));
+    await f.until((rs) => flowsOf(rs).includes('far-until'));
+    assert.equal(ended, false, 'the stream is still open');
+  } finally {
+    f.close();
+  }
+});
+
+test('agent events followed until a year ahead stay open', async () => {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const m = flowProtos().observer.GetAgentEvents;
+  const call = client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, { follow: true, until: ts(Date.now() + YEAR_MS) });
+  let ended = false;
+  call.on('data', () => undefined);
+  call.on('error', () => (ended = true));
+  call.on('status', () => (ended = true));
+  try {
+    // An overflowed timer fires after 1 ms: give it far more than that to show.
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(ended, false);
+  } finally {
+    call.cancel();
+    client.close();
+  }
+});
+
+test('setLongTimeout: waits past setTimeout\'s maximum in steps, fires once, can be cleared', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 0 });
+  let fired = 0;
+  setLongTimeout(() => fired++, 3 * MAX_TIMEOUT_MS + 5);
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  assert.equal(fired, 0);
+  t.mock.timers.tick(5);
+  assert.equal(fired, 1);
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  assert.equal(fired, 1);
+  const cleared = setLongTimeout(() => fired++, 2 * MAX_TIMEOUT_MS);
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  cleared.clear();
+  t.mock.timers.tick(2 * MAX_TIMEOUT_MS);
+  assert.equal(fired, 1);
+  setLongTimeout(() => fired++, -10);
+  t.mock.timers.tick(0);
+  assert.equal(fired, 2);
 });

@@ -1,7 +1,9 @@
 // The relay over two real ObserverServers on 127.0.0.1: history merged in time order with number/
 // first across nodes, node_name on every response, follow from both, a node stopped mid-stream
-// reported (stream and ServerStatus) while the other goes on, discovery from the controller's status.
+// reported (stream and ServerStatus) while the other goes on, discovery from the controller's status,
+// the cap on concurrent streams and `until` far in the future.
 import { test, before, after } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -161,4 +163,46 @@ test('discovery from the controller: every Node with an InternalIP, at the Obser
     http.close();
   }
   assert.throws(() => parsePeer('no-address'), /NAME=HOST:PORT/);
+});
+
+test('the relay caps concurrent GetFlows streams: the next is RESOURCE_EXHAUSTED until one ends', async () => {
+  const capped = new RelayServer({ pool, version: 'relay-t', log, name: 'relay', recheckMs: 200, connectTimeoutMs: 1000, maxStreams: 1 });
+  const addr = `127.0.0.1:${await capped.listen('127.0.0.1', 0)}`;
+  const f = follow(addr, { follow: true });
+  try {
+    await f.until((rs) => status(rs).length >= 1);
+    await assert.rejects(collect(addr, { number: 1 }), (err: grpc.ServiceError) => err.code === grpc.status.RESOURCE_EXHAUSTED && /limit 1/.test(err.details));
+    f.close();
+    await f.ended;
+    // The slot comes back when the server sees the cancellation: retry until it has.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        await collect(addr, { number: 1 });
+        break;
+      } catch (err) {
+        if ((err as grpc.ServiceError).code !== grpc.status.RESOURCE_EXHAUSTED || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  } finally {
+    f.close();
+    await capped.close();
+  }
+});
+
+test('follow through the relay with until a year ahead keeps streaming', async () => {
+  const f = follow(relayAddress, { follow: true, until: { seconds: String(Math.floor((Date.now() + 365 * 86_400_000) / 1000)), nanos: 0 } });
+  let ended = false;
+  void f.ended.then(() => (ended = true));
+  try {
+    await f.until((rs) => status(rs).some((s) => s.startsWith('status NODE_CONNECTED')));
+    // The relay's and the node's until timers would have fired after 1 ms had they overflowed.
+    await new Promise((r) => setTimeout(r, 100));
+    stores.a.add(makeFlow({ at: Date.now(), absolute: true, uuid: 'far-until-relay', node: 'node-a' }));
+    await f.until((rs) => flowsOf(rs).includes('far-until-relay'));
+    assert.equal(ended, false);
+  } finally {
+    f.close();
+  }
 });

@@ -10,10 +10,8 @@ import { FlowLog, parseFlowLogFilter } from '../flows/flow-log.js';
 import { weftVersion } from '../system/version.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
-import { DEFAULT_MAX_STREAMS, type ObserverServeOptions } from '../flows/observer-server.js';
-import { OBSERVER_CERT_FILE, OBSERVER_KEY_FILE, loadTlsCredential, relaySpiffeUri, trustDomainOfCert } from '../flows/observer-tls.js';
+import { DEFAULT_MAX_STREAMS } from '../flows/observer-server.js';
+import { observerServing } from './observer-flags.js';
 import { cgroup2Root } from '../system/mounts.js';
 import { hostname } from 'node:os';
 import { parseFastPaths } from '../ztunnel/fast-paths.js';
@@ -74,43 +72,6 @@ function certTtl(text: string): number {
 
 function port(value: string | undefined, fallback: number, flag: string): number {
   return value === undefined ? fallback : (ports(value, flag)[0] ?? fallback);
-}
-
-interface ObserverFlags {
-  'observer-tls'?: boolean;
-  'observer-address'?: string;
-  'observer-cert'?: string;
-  'observer-key'?: string;
-  'observer-allow'?: string[];
-  'observer-max-streams'?: string;
-}
-
-/** The Observer API's listeners from the flags: plaintext loopback always; mutual TLS on the node address when asked. */
-export function observerServing(values: ObserverFlags, nodeCertFile: string, rootFile: string, env: NodeJS.ProcessEnv = process.env): ObserverServeOptions {
-  const maxStreams = values['observer-max-streams'] === undefined ? DEFAULT_MAX_STREAMS : positiveInt(values['observer-max-streams'], '--observer-max-streams');
-  const envTls = env.WEFT_OBSERVER_TLS;
-  if (envTls !== undefined && !['', '0', '1', 'true', 'false'].includes(envTls)) throw new WeftError(ErrorCodes.USAGE, `WEFT_OBSERVER_TLS: "${envTls}" is not 1/true or 0/false`);
-  const tls = values['observer-tls'] === true || envTls === '1' || envTls === 'true';
-  if (!tls) {
-    for (const f of ['observer-address', 'observer-cert', 'observer-key', 'observer-allow'] as const) {
-      if (values[f] !== undefined) throw new WeftError(ErrorCodes.USAGE, `--${f} needs --observer-tls (without it the Observer API is on 127.0.0.1 only)`);
-    }
-    return { maxStreams };
-  }
-  const host = values['observer-address'] ?? env.WEFT_NODE_IP;
-  if (!host) throw new WeftError(ErrorCodes.USAGE, '--observer-tls needs the node address: --observer-address IP (or WEFT_NODE_IP)');
-  if (!isIP(host) || host === '0.0.0.0' || host === '::') throw new WeftError(ErrorCodes.USAGE, `--observer-address: "${host}" is not the node's IP address`);
-  const dir = dirname(nodeCertFile);
-  const credential = loadTlsCredential({
-    rootFile,
-    certFile: values['observer-cert'] ?? join(dir, OBSERVER_CERT_FILE),
-    keyFile: values['observer-key'] ?? join(dir, OBSERVER_KEY_FILE),
-  });
-  const allowed = values['observer-allow'] ?? [relaySpiffeUri(trustDomainOfCert(credential.certPem))];
-  for (const id of allowed) {
-    if (!/^spiffe:\/\/[^/]+\/.+/.test(id)) throw new WeftError(ErrorCodes.USAGE, `--observer-allow: "${id}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
-  }
-  return { maxStreams, tls: { host, ...credential, allowedIdentities: allowed } };
 }
 
 export async function agentCommand(argv: string[]): Promise<number> {

@@ -6,6 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { flowResponseToJson } from '../flows/json.js';
+import { loadTlsCredential, nodeObserverIdentity, trustDomainOfCert, type ObserverClientTls } from '../flows/observer-tls.js';
 import { nsToTimestamp } from '../flows/query.js';
 import type { EventTypeFilter, FlowFilter, GetFlowsRequest, GetFlowsResponse, TCPFlags, TrafficDirection, Verdict } from '../flows/types.js';
 import { ObserverClient } from '../relay/client.js';
@@ -13,7 +14,12 @@ import { RELAY_PORT } from '../relay/server.js';
 import { FlowPrinter, OUTPUT_FORMATS, type OutputFormat } from './observe-printer.js';
 
 const USAGE = `usage: weft observe [flags]   (hubble observe's flags)
-  --server HOST:PORT        the Observer API (default localhost:${RELAY_PORT}, the relay; a node serves on 4244)
+  --server HOST:PORT        the Observer API (default localhost:${RELAY_PORT}, the relay; a node serves on 4244:
+                            plaintext on its 127.0.0.1, mutual TLS on its address)
+  --tls                     mutual TLS to a node's Observer API, with:
+    --tls-client-cert-file FILE, --tls-client-key-file FILE   a credential it allows (weft relay credentials)
+    --tls-ca-cert-files FILE                                  the mesh root
+    --tls-server-name NODE                                    the node (its spiffe://<td>/weft/node/NODE), or a SPIFFE ID
   -f, --follow              keep printing new flows
   --last N                  the last N flows (default 20 when neither --follow, --first, --since nor --until is given)
   --first N                 the first N flows
@@ -230,6 +236,8 @@ export interface ObserveOptions {
   color: 'auto' | 'always' | 'never';
   nodeName: boolean;
   help: boolean;
+  /** Mutual TLS to a node's Observer API (--tls and its files). */
+  tls?: { caFile: string; certFile: string; keyFile: string; serverName: string };
 }
 
 /** The command line → the GetFlows request and how to print it, exactly as hubble builds it. */
@@ -244,6 +252,8 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
   let all = false;
   let since: string | undefined;
   let until: string | undefined;
+  let tls = false;
+  const tlsFlags: Record<string, string> = {};
 
   const count = (flag: string, v: string): number => {
     if (!/^\d+$/.test(v)) throw new WeftError(ErrorCodes.USAGE, `${flag} needs a non-negative integer, got "${v}"`);
@@ -309,6 +319,15 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
         o.color = v;
         break;
       }
+      case 'tls':
+        tls = true;
+        break;
+      case 'tls-ca-cert-files':
+      case 'tls-client-cert-file':
+      case 'tls-client-key-file':
+      case 'tls-server-name':
+        tlsFlags[name] = value();
+        break;
       case 'print-node-name':
         o.nodeName = true;
         break;
@@ -338,6 +357,16 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
   const bl = blacklist.filters();
   if (wl.length) request.whitelist = wl;
   if (bl.length) request.blacklist = bl;
+  if (!tls && Object.keys(tlsFlags).length) throw new WeftError(ErrorCodes.USAGE, `--${Object.keys(tlsFlags)[0]} needs --tls`);
+  if (tls) {
+    const missing = ['tls-ca-cert-files', 'tls-client-cert-file', 'tls-client-key-file', 'tls-server-name'].filter((f) => !tlsFlags[f]);
+    if (missing.length) throw new WeftError(ErrorCodes.USAGE, `--tls needs ${missing.map((f) => `--${f}`).join(', ')} (a node's Observer API takes only client certificates it allows)`);
+    return {
+      ...o,
+      request,
+      tls: { caFile: tlsFlags['tls-ca-cert-files']!, certFile: tlsFlags['tls-client-cert-file']!, keyFile: tlsFlags['tls-client-key-file']!, serverName: tlsFlags['tls-server-name']! },
+    };
+  }
   return { ...o, request };
 }
 
@@ -355,10 +384,24 @@ function colorWanted(when: ObserveOptions['color'], io: ObserveIO): boolean {
   return io.isTTY && io.env.NO_COLOR === undefined && io.env.TERM !== 'dumb';
 }
 
+/** The credential and the server identity for --tls: a node name means that node's identity in our trust domain. */
+function observeTls(t: NonNullable<ObserveOptions['tls']>): ObserverClientTls {
+  const cred = loadTlsCredential({ rootFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile });
+  const serverIdentity = t.serverName.startsWith('spiffe://') ? t.serverName : nodeObserverIdentity(trustDomainOfCert(cred.certPem), t.serverName);
+  return { ...cred, serverIdentity };
+}
+
 /** Streams the flows and prints them; resolves with the exit code (errors are printed, not thrown). */
 export async function observe(o: ObserveOptions, io: ObserveIO): Promise<number> {
+  let clientTls: ObserverClientTls | undefined;
+  try {
+    clientTls = o.tls ? observeTls(o.tls) : undefined;
+  } catch (err) {
+    io.err(`weft observe: ${errorMessage(err)}\n`);
+    return 1;
+  }
   const printer = new FlowPrinter({ output: o.output, color: colorWanted(o.color, io), nodeName: o.nodeName, toJson: flowResponseToJson, out: io.out, err: io.err });
-  const client = new ObserverClient(o.server);
+  const client = new ObserverClient(o.server, clientTls);
   const call = client.getFlows(o.request);
   let aborted = false;
   const abort = (): void => {

@@ -1,12 +1,18 @@
-// The node's Observer API (Hubble's observer.Observer, per-node server on 4244, no TLS): GetFlows
-// answers from the FlowStore — history chosen by selectHistory, then, with `follow`, every new
-// flow that matches. A follower that cannot keep up has a bounded queue: what does not fit is
-// dropped and reported in the stream as a LostEvent (OBSERVER_EVENTS_QUEUE) with the exact count,
-// and the store's own losses reach followers the same way. Never silent.
+// The node's Observer API (Hubble's observer.Observer, per-node server on 4244). Plaintext is served
+// on loopback only (`weft observe` on the node); remote readers (the relay) come over mutual TLS on
+// the node's address, with a client certificate from the mesh CA whose identity is on an allow-list
+// (observer-tls.ts). GetFlows answers from the FlowStore — history chosen by selectHistory, then,
+// with `follow`, every new flow that matches. A follower that cannot keep up has a bounded queue:
+// what does not fit is dropped and reported in the stream as a LostEvent (OBSERVER_EVENTS_QUEUE)
+// with the exact count, and the store's own losses reach followers the same way. Never silent.
+// Streams served at once are capped (a reader cannot pin unbounded memory and timers).
 import * as grpc from '@grpc/grpc-js';
+import { ErrorCodes, WeftError } from '../errors.js';
+import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
 import { shutdownGrpcServer } from '../system/grpc.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
+import { observerServerCredentials, refusePeer, type ObserverServerTls } from './observer-tls.js';
 import { flowProtos } from './proto.js';
 import { nsToTimestamp, selectHistory, timestampToNs, validateFlowsRequest } from './query.js';
 import type { FlowStore } from './store.js';
@@ -26,6 +32,8 @@ import type {
 export const OBSERVER_PORT = 4244;
 /** Live responses a follower may have pending before new ones are dropped (and reported). */
 export const DEFAULT_FOLLOW_QUEUE = 1024;
+/** Streams (GetFlows, followed agent/debug events) served at once, over every listener. */
+export const DEFAULT_MAX_STREAMS = 32;
 
 export interface ObserverServerOptions {
   store: FlowStore;
@@ -34,8 +42,30 @@ export interface ObserverServerOptions {
   log: Logger;
   /** Bound of each follower's queue of live responses (default DEFAULT_FOLLOW_QUEUE). */
   followQueue?: number;
-  /** Told of every flow a follower's full queue dropped (for hubble_lost_events_total). */
+  /**
+   * Told of every flow a follower lost: dropped by its full queue (also reported in its stream), or
+   * still queued when the server shut down (for hubble_lost_events_total).
+   */
   onQueueLoss?: (n: number) => void;
+  /** Concurrent streams before the next is RESOURCE_EXHAUSTED (default DEFAULT_MAX_STREAMS). */
+  maxStreams?: number;
+}
+
+/** The mutual-TLS listener: the node's own address (never a wildcard: loopback serves plaintext on the same port). */
+export interface ObserverTlsListen extends ObserverServerTls {
+  host: string;
+}
+
+/** How the agent serves: plaintext on 127.0.0.1:port, plus mutual TLS on tls.host:port when given. */
+export interface ObserverServeOptions {
+  tls?: ObserverTlsListen;
+  maxStreams?: number;
+}
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/;
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.test(host.replace(/^\[(.*)\]$/, '$1'));
 }
 
 export function nowTimestamp(): Timestamp {
@@ -115,6 +145,16 @@ export class StreamSender {
     this.closed = true;
   }
 
+  /** The server goes away before the client took everything: nothing more is written; returns the live flows still queued (now lost). */
+  abandon(): number {
+    let n = 0;
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.live && this.queue[i]!.resp.flow) n++;
+    this.closed = true;
+    this.queue.length = 0;
+    this.head = 0;
+    return n;
+  }
+
   private enqueue(resp: GetFlowsResponse, live: boolean): void {
     if (this.closed || this.ending) return;
     this.queue.push({ resp, live });
@@ -153,42 +193,142 @@ export class StreamSender {
   }
 }
 
+type StreamCall = grpc.ServerWritableStream<unknown, unknown>;
+type Refusal = { code: grpc.status; details: string };
+
 export class ObserverServer {
-  private readonly server = new grpc.Server();
+  private readonly servers: grpc.Server[] = [];
   private readonly followQueue: number;
+  private maxStreams: number;
+  private streams = 0;
   private readonly cleanups = new Set<() => void>();
+  private closing = false;
   private address = '';
+  private tlsAddress = '';
 
   constructor(private readonly o: ObserverServerOptions) {
     this.followQueue = o.followQueue ?? DEFAULT_FOLLOW_QUEUE;
-    const impl: grpc.UntypedServiceImplementation = {
-      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => this.getFlows(call),
-      GetAgentEvents: (call: grpc.ServerWritableStream<GetEventsRequest, unknown>) => this.noEvents(call),
-      GetDebugEvents: (call: grpc.ServerWritableStream<GetEventsRequest, unknown>) => this.noEvents(call),
-      GetNodes: (_call: grpc.ServerUnaryCall<EmptyRequest, GetNodesResponse>, cb: grpc.sendUnaryData<GetNodesResponse>) => cb(null, this.nodes()),
-      GetNamespaces: (_call: grpc.ServerUnaryCall<EmptyRequest, GetNamespacesResponse>, cb: grpc.sendUnaryData<GetNamespacesResponse>) => cb(null, this.namespaces()),
-      ServerStatus: (_call: grpc.ServerUnaryCall<EmptyRequest, ServerStatusResponse>, cb: grpc.sendUnaryData<ServerStatusResponse>) => cb(null, this.status()),
-    };
-    this.server.addService(flowProtos().observer, impl);
+    this.maxStreams = o.maxStreams ?? DEFAULT_MAX_STREAMS;
+    if (!Number.isInteger(this.maxStreams) || this.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${this.maxStreams}`);
   }
 
-  /** Binds host:port (port 0: any free port); resolves with the port. */
-  listen(host: string, port: number): Promise<number> {
+  /** The service, with every call first checked by `refuse` (undefined: served). */
+  private service(refuse: (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => Refusal | undefined): grpc.UntypedServiceImplementation {
+    const unary =
+      <T>(answer: () => T) =>
+      (call: grpc.ServerUnaryCall<EmptyRequest, T>, cb: grpc.sendUnaryData<T>): void => {
+        const no = refuse(call);
+        if (no) return cb({ ...no, metadata: new grpc.Metadata() });
+        cb(null, answer());
+      };
+    const stream =
+      <Req>(serve: (call: grpc.ServerWritableStream<Req, never>) => void) =>
+      (call: grpc.ServerWritableStream<Req, never>): void => {
+        const no = refuse(call);
+        if (no) return void call.emit('error', grpcError(no.code, no.details));
+        if (!this.admit(call as unknown as StreamCall)) return;
+        serve(call);
+      };
+    return {
+      GetFlows: stream<GetFlowsRequest>((call) => this.getFlows(call as grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>)),
+      GetAgentEvents: stream<GetEventsRequest>((call) => this.noEvents(call)),
+      GetDebugEvents: stream<GetEventsRequest>((call) => this.noEvents(call)),
+      GetNodes: unary(() => this.nodes()),
+      GetNamespaces: unary(() => this.namespaces()),
+      ServerStatus: unary(() => this.status()),
+    };
+  }
+
+  /** Takes a stream slot, given back when the call is over (however it ends); false: refused, none left. */
+  private admit(call: StreamCall): boolean {
+    if (this.streams >= this.maxStreams) {
+      this.o.log.warn({ peer: call.getPeer(), limit: this.maxStreams }, 'observer stream refused: too many concurrent streams');
+      call.emit('error', grpcError(grpc.status.RESOURCE_EXHAUSTED, `too many concurrent streams on this Observer API (limit ${this.maxStreams})`));
+      return false;
+    }
+    this.streams++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.streams--;
+    };
+    call.once('close', release);
+    call.once('cancelled', release);
+    return true;
+  }
+
+  /** Streams being served now. */
+  get activeStreams(): number {
+    return this.streams;
+  }
+
+  private bind(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials): Promise<number> {
     const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) return reject(err);
-        this.address = host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`;
-        this.o.log.info({ listen: this.address, node: this.o.nodeName }, 'observer listening');
-        resolve(bound);
-      });
+      server.bindAsync(target, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
     });
   }
 
-  /** Stops serving: followers are ended, then the server is shut down. */
-  close(): Promise<void> {
+  /**
+   * Plaintext on a loopback address only (port 0: any free port); resolves with the port. Anything
+   * else would hand every flow of the node to whoever can reach it: remote readers use listenTls.
+   */
+  async listen(host: string, port: number): Promise<number> {
+    if (!isLoopbackHost(host)) {
+      throw new WeftError(ErrorCodes.USAGE, `the Observer API serves plaintext on loopback only, not on ${host}; remote readers need mutual TLS (--observer-tls)`);
+    }
+    const server = new grpc.Server();
+    server.addService(flowProtos().observer, this.service(() => undefined));
+    this.servers.push(server);
+    const bound = await this.bind(server, host, port, grpc.ServerCredentials.createInsecure());
+    this.address = host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`;
+    this.o.log.info({ listen: this.address, node: this.o.nodeName }, 'observer listening (plaintext, loopback)');
+    return bound;
+  }
+
+  /**
+   * Mutual TLS on `host` (the node's address): the client must present a certificate from the mesh
+   * root carrying one of `tls.allowedIdentities`, else the handshake (no or foreign certificate) or
+   * the call (identity not allowed: PERMISSION_DENIED) fails.
+   */
+  async listenTls(host: string, port: number, tls: ObserverServerTls): Promise<number> {
+    if (host === '' || host === '0.0.0.0' || host === '::' || host === '[::]') {
+      throw new WeftError(ErrorCodes.USAGE, `the Observer API's TLS listener needs the node's own address, not ${host || 'an empty one'}`);
+    }
+    const allowed = [...tls.allowedIdentities];
+    const credentials = observerServerCredentials(tls);
+    const server = new grpc.Server();
+    server.addService(
+      flowProtos().observer,
+      this.service((call) => {
+        const no = refusePeer(call.getAuthContext(), allowed);
+        if (no) this.o.log.warn({ reason: no.details }, 'observer call refused');
+        return no;
+      }),
+    );
+    this.servers.push(server);
+    const bound = await this.bind(server, host, port, credentials);
+    this.tlsAddress = host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`;
+    this.o.log.info({ listen: this.tlsAddress, node: this.o.nodeName, allowed }, 'observer listening (mutual TLS)');
+    return bound;
+  }
+
+  /** The agent's listeners: plaintext on 127.0.0.1:port, and mutual TLS on the node address when configured. */
+  async serve(port: number, o: ObserverServeOptions = {}): Promise<void> {
+    if (o.maxStreams !== undefined) {
+      if (!Number.isInteger(o.maxStreams) || o.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${o.maxStreams}`);
+      this.maxStreams = o.maxStreams;
+    }
+    await this.listen('127.0.0.1', port);
+    if (o.tls) await this.listenTls(o.tls.host, port, o.tls);
+  }
+
+  /** Stops serving: followers are ended (what they still had queued is counted as lost), then the servers are shut down. */
+  async close(): Promise<void> {
+    this.closing = true;
     for (const c of [...this.cleanups]) c();
-    return shutdownGrpcServer(this.server);
+    await Promise.all(this.servers.map((s) => shutdownGrpcServer(s)));
   }
 
   status(): ServerStatusResponse {
@@ -229,9 +369,9 @@ export class ObserverServer {
         {
           name: this.o.nodeName,
           version: this.o.version,
-          address: this.address,
+          address: this.tlsAddress || this.address,
           state: 'NODE_CONNECTED',
-          tls: { enabled: false, server_name: '' },
+          tls: { enabled: this.tlsAddress !== '', server_name: '' },
           uptime_ns: s.uptime_ns,
           num_flows: s.num_flows,
           max_flows: s.max_flows,
@@ -254,23 +394,28 @@ export class ObserverServer {
     return { namespaces: [...seen.values()].sort((a, b) => a.cluster.localeCompare(b.cluster) || a.namespace.localeCompare(b.namespace)) };
   }
 
+  /** ms from now until `until` (a Timestamp), for a timer. */
+  private static msUntil(until: Timestamp): number {
+    return Number(timestampToNs(until) / 1_000_000n) - Date.now();
+  }
+
   /** weft's agent has no agent or debug events: the stream is empty (and stays open with follow). */
   private noEvents(call: grpc.ServerWritableStream<GetEventsRequest, unknown>): void {
     if (!call.request.follow) {
       call.end();
       return;
     }
+    let timer: LongTimer | undefined;
     const stop = (): void => {
       this.cleanups.delete(stop);
-      clearTimeout(timer);
+      timer?.clear();
       call.end();
     };
-    const until = call.request.until ? Number(timestampToNs(call.request.until) / 1_000_000n) - Date.now() : undefined;
-    const timer = until !== undefined ? setTimeout(stop, Math.max(0, until)) : undefined;
+    if (call.request.until) timer = setLongTimeout(stop, ObserverServer.msUntil(call.request.until));
     this.cleanups.add(stop);
     call.on('cancelled', () => {
       this.cleanups.delete(stop);
-      clearTimeout(timer);
+      timer?.clear();
     });
   }
 
@@ -290,14 +435,18 @@ export class ObserverServer {
 
     // Subscribing and taking the history happen in the same tick: no flow is missed or repeated.
     let unsubscribe: (() => void) | undefined;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: LongTimer | undefined;
     const since = req.since ? timestampToNs(req.since) : undefined;
     const until = req.until ? timestampToNs(req.until) : undefined;
     const stop = (): void => {
       unsubscribe?.();
       unsubscribe = undefined;
-      clearTimeout(timer);
-      this.cleanups.delete(stop);
+      timer?.clear();
+      this.cleanups.delete(end);
+    };
+    const end = (): void => {
+      stop();
+      sender.finish();
     };
     if (req.follow) {
       unsubscribe = store.subscribe((e) => {
@@ -307,20 +456,19 @@ export class ObserverServer {
         }
         const t = timestampToNs(e.flow.time);
         if (since !== undefined && t < since) return;
-        if (until !== undefined && t > until) {
-          stop();
-          sender.finish();
-          return;
-        }
+        if (until !== undefined && t > until) return end();
         if (matches(e.flow)) sender.offer(flowResponse(e.flow, this.o.nodeName));
       });
-      this.cleanups.add(() => {
-        stop();
-        sender.finish();
-      });
+      this.cleanups.add(end);
       call.on('cancelled', () => {
         stop();
-        sender.cancel();
+        if (!this.closing) return sender.cancel();
+        // Shut down before this follower took what it was owed: those flows are lost, and counted.
+        const lost = sender.abandon();
+        if (lost > 0) {
+          this.o.onQueueLoss?.(lost);
+          this.o.log.warn({ lost }, 'observer shut down with flows still queued for a follower');
+        }
       });
     }
     let history: Flow[];
@@ -336,14 +484,10 @@ export class ObserverServer {
       sender.finish();
       return;
     }
-    if (until !== undefined) {
-      const ms = Number(until / 1_000_000n) - Date.now();
-      const end = (): void => {
-        stop();
-        sender.finish();
-      };
+    if (req.until) {
+      const ms = ObserverServer.msUntil(req.until);
       if (ms <= 0) end();
-      else timer = setTimeout(end, ms);
+      else timer = setLongTimeout(end, ms);
     }
   }
 }

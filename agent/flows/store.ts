@@ -53,6 +53,11 @@ export class FlowStore {
     return out;
   }
 
+  /** Live subscribers now (a follower is owed every flow added from its subscription on). */
+  get followers(): number {
+    return this.subscribers.size;
+  }
+
   subscribe(listener: (e: StoreEvent) => void): () => void {
     this.subscribers.add(listener);
     return () => this.subscribers.delete(listener);

@@ -1,11 +1,34 @@
 // The agent's two small HTTP servers: readiness on 15021 (reachable by the kubelet or the lab) and the
-// admin API on 15000, bound to loopback only (config dump, capture stats).
+// admin API on 15000, bound to loopback only (config dump, capture stats, and actions).
+//
+// Loopback is not enough for the admin API: a web page in a browser on the node can send requests to
+// 127.0.0.1 (a cross-site form POST needs no permission) or reach it by DNS rebinding. So every request
+// must name a loopback Host, none may carry an Origin (browsers add one to cross-origin and to every
+// POST; tools never do), and a POST must carry `x-weft-admin: 1`, a header no page can add to a
+// cross-origin request without a CORS preflight, which this server never grants.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type AdminRoutes = Record<string, () => unknown>;
 /** POST handlers take the query string; a thrown error is the caller's mistake (400). */
 export type AdminActions = Record<string, (query: URLSearchParams) => unknown>;
+
+/** The header (and value) every admin POST must carry. */
+export const ADMIN_HEADER = 'x-weft-admin';
+export const ADMIN_HEADER_VALUE = '1';
+
+const LOOPBACK_HOST = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(:\d{1,5})?$/i;
+
+/** Why a request to the admin API is refused (403), or undefined when it may go on. */
+export function adminRequestProblem(req: http.IncomingMessage): string | undefined {
+  if (req.headers.origin !== undefined) return 'requests from a web page (Origin header) are refused';
+  const host = req.headers.host;
+  if (host === undefined || !LOOPBACK_HOST.test(host)) return `Host must be a loopback address, not ${JSON.stringify(host ?? '')}`;
+  if (req.method !== 'GET' && req.method !== 'HEAD' && req.headers[ADMIN_HEADER] !== ADMIN_HEADER_VALUE) {
+    return `${req.method ?? 'this method'} needs the header ${ADMIN_HEADER}: ${ADMIN_HEADER_VALUE}`;
+  }
+  return undefined;
+}
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2);
@@ -54,6 +77,8 @@ export class AdminServer {
     private readonly actions: AdminActions = {},
   ) {
     this.server = http.createServer((req, res) => {
+      const problem = adminRequestProblem(req);
+      if (problem) return json(res, 403, { error: problem });
       const url = new URL(req.url ?? '/', 'http://admin');
       const path = url.pathname;
       const action = this.actions[path];

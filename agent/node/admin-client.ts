@@ -3,6 +3,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { connectInNetns } from '../../native/index.js';
+import { ADMIN_HEADER, ADMIN_HEADER_VALUE } from '../metrics/admin-server.js';
 
 export function agentAdminGet<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
   return agentAdminRequest<T>('GET', nodeNetns, path, port);
@@ -17,7 +18,9 @@ async function agentAdminRequest<T>(method: 'GET' | 'POST', nodeNetns: string, p
   const fd = await connectInNetns(nodeNetns, { host: '127.0.0.1', port, timeoutMs: 5000 });
   const socket = new net.Socket({ fd, readable: true, writable: true });
   return new Promise<T>((resolve, reject) => {
-    const req = http.request({ path, method, createConnection: () => socket }, (res) => {
+    // A loopback Host, and the header the admin API wants on every action (it refuses POSTs without it).
+    const headers = { host: `127.0.0.1:${port}`, [ADMIN_HEADER]: ADMIN_HEADER_VALUE };
+    const req = http.request({ path, method, headers, createConnection: () => socket }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -1,6 +1,8 @@
 // A client of an Observer API (a node's on 4244, or the relay's on 4245): typed calls over the
-// service definition from agent/flows/proto.ts, insecure credentials as Hubble's servers without TLS.
+// service definition from agent/flows/proto.ts. Plaintext (loopback servers), or mutual TLS to a
+// node's Observer with a client credential from the mesh CA and the node's identity checked.
 import * as grpc from '@grpc/grpc-js';
+import { observerChannelCredentials, type ObserverClientTls } from '../flows/observer-tls.js';
 import { flowProtos } from '../flows/proto.js';
 import type { GetFlowsRequest, GetFlowsResponse, GetNamespacesResponse, GetNodesResponse, ServerStatusResponse } from '../flows/types.js';
 
@@ -10,8 +12,16 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.initial_reconnect_backoff_m
 export class ObserverClient {
   readonly client: grpc.Client;
 
-  constructor(readonly address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  constructor(
+    readonly address: string,
+    readonly tls?: ObserverClientTls,
+  ) {
+    if (tls) {
+      const { credentials, options } = observerChannelCredentials(tls, address);
+      this.client = new grpc.Client(address, credentials, { ...CHANNEL_OPTIONS, ...options });
+    } else {
+      this.client = new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    }
   }
 
   getFlows(req: GetFlowsRequest): grpc.ClientReadableStream<GetFlowsResponse> {

@@ -1,10 +1,13 @@
 // Where the relay finds every node's Observer API: a fixed list (`--peer NAME=HOST:PORT`), or the
 // controller's /debug/status, whose `nodes` carry each Node's InternalIP (then `<ip>:4244`). The
 // pool keeps one client per peer and re-discovers periodically; a failed discovery keeps the last list.
+// With a client credential, every peer is dialled over mutual TLS and must prove it is the node of
+// that name (spiffe://<td>/weft/node/<name>, td from our own credential).
 import { fetchControllerStatus } from '../controller/status-client.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { OBSERVER_PORT } from '../flows/observer-server.js';
+import { nodeObserverIdentity, trustDomainOfCert, type TlsCredential } from '../flows/observer-tls.js';
 import { ObserverClient, observerAddress } from './client.js';
 
 export interface PeerAddress {
@@ -47,12 +50,27 @@ export class PeerPool {
   private timer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
+  private readonly trustDomain: string | undefined;
 
   constructor(
     private readonly discover: Discover,
     private readonly log: Logger,
     private readonly refreshMs = 10_000,
-  ) {}
+    /** The relay's client credential: peers are then dialled over mutual TLS. */
+    private readonly tls?: TlsCredential,
+  ) {
+    this.trustDomain = tls ? trustDomainOfCert(tls.certPem) : undefined;
+  }
+
+  /** Whether peers are dialled over mutual TLS. */
+  get tlsEnabled(): boolean {
+    return this.tls !== undefined;
+  }
+
+  private clientFor(p: PeerAddress): ObserverClient {
+    if (!this.tls || this.trustDomain === undefined) return new ObserverClient(p.address);
+    return new ObserverClient(p.address, { ...this.tls, serverIdentity: nodeObserverIdentity(this.trustDomain, p.name) });
+  }
 
   /** First discovery (errors are logged, not thrown: the relay serves with what it knows), then periodic ones. */
   async start(): Promise<void> {
@@ -79,9 +97,16 @@ export class PeerPool {
       const cur = this.peers.get(p.name);
       if (cur && cur.address === p.address) next.set(p.name, cur);
       else {
+        let client: ObserverClient;
+        try {
+          client = this.clientFor(p);
+        } catch (err) {
+          this.log.warn({ node: p.name, address: p.address, err: errorMessage(err) }, 'observer peer skipped');
+          continue;
+        }
         cur?.client.close();
-        next.set(p.name, { ...p, client: new ObserverClient(p.address) });
-        this.log.info({ node: p.name, address: p.address }, 'observer peer added');
+        next.set(p.name, { ...p, client });
+        this.log.info({ node: p.name, address: p.address, tls: this.tlsEnabled }, 'observer peer added');
       }
     }
     for (const [name, p] of this.peers) {

@@ -7,9 +7,10 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { shutdownGrpcServer } from '../system/grpc.js';
+import { setLongTimeout } from '../system/long-timeout.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { nowTimestamp } from '../flows/observer-server.js';
+import { DEFAULT_MAX_STREAMS, nowTimestamp } from '../flows/observer-server.js';
 import { nsToTimestamp, timestampToNs } from '../flows/query.js';
 import { flowProtos } from '../flows/proto.js';
 import type {
@@ -41,6 +42,8 @@ export interface RelayServerOptions {
   callTimeoutMs?: number;
   /** How often a follow stream looks for nodes it does not stream from yet (default 5 s). */
   recheckMs?: number;
+  /** Concurrent GetFlows streams before the next is RESOURCE_EXHAUSTED (default DEFAULT_MAX_STREAMS). */
+  maxStreams?: number;
 }
 
 function unimplemented(what: string): grpc.ServiceError {
@@ -85,9 +88,13 @@ export class RelayServer {
   private readonly callTimeoutMs: number;
   private readonly recheckMs: number;
   private readonly active = new Set<() => void>();
+  private readonly maxStreams: number;
+  private streams = 0;
 
   constructor(private readonly o: RelayServerOptions) {
     this.name = o.name ?? hostname();
+    this.maxStreams = o.maxStreams ?? DEFAULT_MAX_STREAMS;
+    if (!Number.isInteger(this.maxStreams) || this.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${this.maxStreams}`);
     this.connectTimeoutMs = o.connectTimeoutMs ?? 2000;
     this.callTimeoutMs = o.callTimeoutMs ?? 3000;
     this.recheckMs = o.recheckMs ?? 5000;
@@ -101,6 +108,7 @@ export class RelayServer {
       };
     this.server.addService(flowProtos().observer, {
       GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => {
+        if (!this.admit(call)) return;
         this.getFlows(call).catch((err: unknown) => {
           this.o.log.error({ err: errorMessage(err) }, 'GetFlows failed');
           call.emit('error', { code: grpc.status.INTERNAL, details: errorMessage(err) });
@@ -113,6 +121,26 @@ export class RelayServer {
       GetNamespaces: unary(() => this.namespaces()),
       ServerStatus: unary(() => this.status()),
     });
+  }
+
+  /** Takes a stream slot, given back when the call is over (however it ends); false: refused, none left. */
+  private admit(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): boolean {
+    if (this.streams >= this.maxStreams) {
+      this.o.log.warn({ peer: call.getPeer(), limit: this.maxStreams }, 'relay stream refused: too many concurrent streams');
+      const details = `too many concurrent streams on the relay (limit ${this.maxStreams})`;
+      call.emit('error', Object.assign(new Error(details), { code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() }));
+      return false;
+    }
+    this.streams++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.streams--;
+    };
+    call.once('close', release);
+    call.once('cancelled', release);
+    return true;
   }
 
   listen(host: string, port: number): Promise<number> {
@@ -222,7 +250,7 @@ export class RelayServer {
       if (stopping) return;
       stopping = true;
       clearInterval(recheck);
-      clearTimeout(untilTimer);
+      untilTimer?.clear();
       unwatch();
       this.active.delete(stop);
       for (const { stream } of streams.values()) stream.cancel();
@@ -288,7 +316,7 @@ export class RelayServer {
     const recheck = setInterval(() => void collect(), this.recheckMs);
     const unwatch = this.o.pool.onRefresh(() => void collect());
     const untilMs = until !== undefined ? Number(until / 1_000_000n) - Date.now() : undefined;
-    const untilTimer = untilMs !== undefined ? setTimeout(endIfOver, Math.max(0, untilMs) + 50) : undefined;
+    const untilTimer = untilMs !== undefined ? setLongTimeout(endIfOver, Math.max(0, untilMs) + 50) : undefined;
     for (const p of initial) start(p);
     endIfOver();
   }
@@ -317,7 +345,7 @@ export class RelayServer {
   async nodes(): Promise<GetNodesResponse> {
     const nodes = await Promise.all(
       this.o.pool.list().map(async (p): Promise<Node> => {
-        const base: Node = { name: p.name, address: p.address, tls: { enabled: false, server_name: '' } };
+        const base: Node = { name: p.name, address: p.address, tls: { enabled: this.o.pool.tlsEnabled, server_name: '' } };
         if (!(await p.client.ready(this.connectTimeoutMs))) return { ...base, state: 'NODE_UNAVAILABLE' };
         try {
           const s = await p.client.serverStatus(this.callTimeoutMs);
