@@ -347,9 +347,13 @@ test('get with a deadline on real timers: a CA that never answers is given up on
 class TwoDomainCa implements CaClient {
   attempts = 0;
   gate: Promise<void> | undefined;
+  private asked: () => void = () => undefined;
+  /** Resolves when the first request reaches the CA. */
+  readonly firstRequest = new Promise<void>((resolve) => (this.asked = resolve));
   constructor(private readonly cas: Map<string, CertificateAuthority>) {}
   async createCertificate(csrPem: string, ttlSeconds: number): Promise<string[]> {
     this.attempts++;
+    this.asked();
     const gate = this.gate;
     if (gate) await gate;
     const ca = this.cas.get(checkCsr(csrPem).identity.trustDomain);
@@ -423,8 +427,7 @@ test('setTrustDomain while a fetch is in flight: the answer for the old domain i
     const rotated: WorkloadCertificate[] = [];
     m.on('rotated', (_k: string, c: WorkloadCertificate) => rotated.push(c));
     const waiting = m.get('shop', 'api');
-    // Wait until the CSR for the old domain is with the CA.
-    while (ca.attempts === 0) await new Promise((r) => setImmediate(r));
+    await ca.firstRequest; // the CSR for the old domain is with the CA
     m.setTrustDomain('new.local');
     ca.gate = undefined;
     open();
