@@ -40,9 +40,17 @@ async function labCertificates(labName: string | undefined): Promise<NodeCertifi
 
 function formatCertificates(certs: NodeCertificate[]): string {
   if (certs.length === 0) return 'no workload certificates\n';
-  const rows = [['CERTIFICATE', 'NODE', 'STATE', 'EXPIRES', 'IN']];
+  const rows = [['CERTIFICATE', 'NODE', 'STATE', 'EXPIRES', 'IN', 'FAILURES', 'LAST ERROR']];
   for (const c of certs.sort((a, b) => a.identity.localeCompare(b.identity))) {
-    rows.push([c.identity, c.node, c.state, c.notAfter ? String(c.notAfter) : '-', c.secondsToExpiry !== undefined ? formatDuration(Math.max(0, Math.floor(c.secondsToExpiry))) : '-']);
+    rows.push([
+      c.identity,
+      c.node,
+      c.state,
+      c.notAfter ? String(c.notAfter) : '-',
+      c.secondsToExpiry !== undefined ? formatDuration(Math.max(0, Math.floor(c.secondsToExpiry))) : '-',
+      String(c.failures),
+      c.failures > 0 && c.lastError ? c.lastError : '-',
+    ]);
   }
   return table(rows);
 }
@@ -107,7 +115,17 @@ export async function statusCommand(argv: string[]): Promise<number> {
     }
   }
   const base = url.replace(/\/+$/, '');
-  const s = await fetchControllerStatus(base);
+  let s: ControllerStatus;
+  try {
+    s = await fetchControllerStatus(base);
+  } catch (err) {
+    // A lab's agents can still be asked: with the controller down is when their view matters most.
+    if (!lab) throw err;
+    const certs = await labCertificates(name);
+    const why = errorMessage(err);
+    process.stdout.write(json ? JSON.stringify({ controller: { unreachable: why }, lab, certificates: certs }, null, 2) + '\n' : `controller ${base}: unreachable (${why}); agents keep their configuration and certificates\n\n${formatCertificates(certs)}`);
+    return 1;
+  }
   const certs = lab ? await labCertificates(name) : undefined;
   process.stdout.write(json ? JSON.stringify({ controller: s, lab, certificates: certs }, null, 2) + '\n' : formatMeshStatus(base, s, lab, certs));
   return 0;

@@ -699,6 +699,13 @@ async function startController(state: LabState, names: LabNames, model: LabModel
   };
   state.controller = c;
   mkCgroup(state, c.cgroup);
+  await runController(state, names, timeoutMs);
+}
+
+/** Start the lab's controller process from its recorded settings (first start or a restart). */
+async function runController(state: LabState, names: LabNames, timeoutMs: number): Promise<void> {
+  const c = state.controller;
+  if (!c) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${state.name}" has no controller`);
   const argv = [
     process.execPath,
     agentEntry(),
@@ -1063,6 +1070,24 @@ export class LabHandle {
     if (n.agentPid === undefined) return;
     await stopPid(n.agentPid, signal, opts.timeoutMs ?? 10_000);
     log.info({ node, pid: n.agentPid, signal }, 'agent stopped');
+  }
+
+  /** Stops the lab's controller (SIGTERM, SIGKILL after timeoutMs): agents keep what they have. */
+  async stopController(signal: NodeJS.Signals = 'SIGTERM', opts: { timeoutMs?: number } = {}): Promise<void> {
+    const pid = this.state.controller?.pid;
+    if (pid === undefined) return;
+    await stopPid(pid, signal, opts.timeoutMs ?? 10_000);
+    log.info({ pid, signal }, 'controller stopped');
+  }
+
+  /** Starts the lab's controller again (same CA, same sources) and waits until it is ready. */
+  async startController(opts: { readyTimeoutMs?: number } = {}): Promise<number> {
+    requireRoot();
+    const state = this.state;
+    const pid = state.controller?.pid;
+    if (pid !== undefined && pidAlive(pid)) throw new WeftError(ErrorCodes.LAB_STATE, `the controller is already running (pid ${pid})`);
+    await runController(state, this.names, readyTimeout(opts));
+    return state.controller!.pid!;
   }
 
   /** SIGTERM, wait for exit, start again, wait ready. Returns the new pid. */

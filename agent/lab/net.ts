@@ -65,9 +65,16 @@ export async function createNodeNetns(netns: string): Promise<void> {
 export async function configureNode(n: NodeNet): Promise<void> {
   await addEth0(n.netns, `${n.ip}/${n.prefix}`, n.fabricPeer, n.fabric, 'br0');
   const pod = mustParseCidr(n.podCIDR);
-  await ipn(n.netns, 'link', 'add', 'cni0', 'type', 'bridge');
+  // A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so a new pod's veth could
+  // change the gateway's MAC under the other pods' ARP caches and cut them off until they expire.
+  await ipn(n.netns, 'link', 'add', 'cni0', 'address', bridgeMac(n.gateway), 'type', 'bridge');
   await ipn(n.netns, 'addr', 'add', `${n.gateway}/${pod.prefix}`, 'dev', 'cni0');
   await ipn(n.netns, 'link', 'set', 'cni0', 'up');
+}
+
+/** A locally administered unicast MAC derived from the bridge's IPv4 address (02:77:<a.b.c.d>). */
+export function bridgeMac(ip: string): string {
+  return ['02', '77', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }
 
 export async function addNodeRoute(netns: string, podCIDR: string, via: string): Promise<void> {

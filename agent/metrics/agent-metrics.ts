@@ -278,6 +278,12 @@ export class AgentMetrics {
     labelNames: ['identity'] as const,
     registers: [this.registry],
   });
+  readonly certificateFailures = new Gauge({
+    name: 'weft_certificate_request_failures',
+    help: 'Consecutive failed certificate requests of each identity (0 once one succeeds); the agent retries with backoff and keeps the old certificate until it expires.',
+    labelNames: ['identity'] as const,
+    registers: [this.registry],
+  });
   readonly configRejections = new Gauge({
     name: 'weft_config_rejections',
     help: 'Configuration documents currently rejected by validation.',
@@ -389,9 +395,11 @@ export class AgentMetrics {
    */
   setCertificates(snapshot: readonly CertSnapshot[]): void {
     this.certificateExpiry.reset();
+    this.certificateFailures.reset();
     let kept = 0;
     let overflow: number | undefined;
     for (const c of snapshot) {
+      if (kept < this.limit) this.certificateFailures.set({ identity: c.identity }, c.failures);
       if (c.secondsToExpiry === undefined) continue;
       if (kept < this.limit) {
         this.certificateExpiry.set({ identity: c.identity }, c.secondsToExpiry);

@@ -169,7 +169,7 @@ export class NodeAgent {
     const proxyCgroup = ownCgroupPath();
     this.datapath.registerProxyCgroup(cgroupId(proxyCgroup));
     this.setFastPaths(this.fastPaths);
-    log.info({ ...this.datapath.report, proxyCgroup, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
+    log.info({ ...this.datapath.report, uptimeMs: Math.round(process.uptime() * 1000), proxyCgroup, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
     this.events = new CaptureEventStream(this.datapath, log);
     this.events.subscribe((e) => {
       if (e.kind === 'REFUSED') log.info({ event: e }, 'capture refused a connection');
@@ -196,7 +196,7 @@ export class NodeAgent {
     this.removeStaleCapture();
     await Promise.allSettled([...this.starting.values()]);
     this.lostSeen = this.datapath.lostEvents();
-    log.info({ node: this.options.node, pods: [...this.proxies.keys()] }, 'agent ready');
+    log.info({ node: this.options.node, pods: [...this.proxies.keys()], uptimeMs: Math.round(process.uptime() * 1000) }, 'agent ready');
   }
 
   private podOfCookie(cookie: bigint): Workload | undefined {
@@ -217,7 +217,15 @@ export class NodeAgent {
   }
 
   private apply(u: SourceUpdate): void {
-    if (u.trustDomain) this.trustDomain = u.trustDomain;
+    if (u.trustDomain && u.trustDomain !== this.trustDomain) {
+      try {
+        // Certificates follow the controller's trust domain (re-issued; the old ones serve meanwhile).
+        this.identities.setTrustDomain(u.trustDomain);
+        this.trustDomain = u.trustDomain;
+      } catch (err) {
+        this.options.log.error({ trustDomain: u.trustDomain, err: errorMessage(err) }, 'trust domain from the controller refused; keeping the current one');
+      }
+    }
     this.configProblems = u.problems;
     this.state = new ClusterState(u.resources, {
       ...DEFAULT_MESH_SETTINGS,

@@ -122,7 +122,7 @@ export class PodProxy {
     const proxy = new PodProxy(workload, cookie, deps);
     const { datapath, identities } = deps;
     try {
-      const cert = await identities.get(workload.namespace, workload.serviceAccount, { signal: AbortSignal.timeout(CERTIFICATE_DEADLINE_MS) });
+      const cert = await identities.get(workload.namespace, workload.serviceAccount, { timeoutMs: CERTIFICATE_DEADLINE_MS });
       identities.on('rotated', proxy.onRotated);
       await proxy.routing.setup();
       await proxy.listenHbone(cert);
@@ -299,7 +299,7 @@ export class PodProxy {
     let dstIdentity: string | undefined;
     try {
       if (mesh) {
-        const cert = await this.deps.identities.get(this.workload.namespace, this.workload.serviceAccount);
+        const cert = await this.deps.identities.get(this.workload.namespace, this.workload.serviceAccount, { timeoutMs: CONNECT_TIMEOUT_MS });
         const expected = state.identityOf(mesh);
         dstIdentity = formatSpiffeId(expected);
         const svc = target.service ? state.serviceByKey(target.service) : undefined;
