@@ -2,13 +2,12 @@
 // kept by key `Kind/namespace/name`, watched for changes. A document that fails validation is rejected
 // (logged with file:line: field: reason, counted, listed by problems()) and the last good version of
 // what its file contributed stays in force: a typo never removes a pod, a service or a policy.
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { resolve } from 'node:path';
-import { LineCounter, parseAllDocuments } from 'yaml';
 import { formatProblem, errorMessage, type ConfigProblem } from '../errors.js';
 import type { Logger } from '../log.js';
-import { yamlFilesOf } from '../registry/load.js';
-import { parseDocuments, problemAt, resourceKey, stripSource } from '../registry/parse.js';
+import { readConfigText, yamlFilesOf } from '../registry/load.js';
+import { parseDocuments, problemAt, problemKind, resourceKey, stripSource } from '../registry/parse.js';
 import '../registry/policy-parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -37,19 +36,6 @@ export interface RegistryOptions {
 }
 
 type Listener = (change: RegistryChange) => void;
-
-/** The kind named by the document that contains `line` of `text` ('unknown' if it cannot be told). */
-function kindAtLine(text: string, line: number): string {
-  const lc = new LineCounter();
-  for (const doc of parseAllDocuments(text, { lineCounter: lc })) {
-    const [start, , end] = doc.range;
-    if (line >= lc.linePos(start).line && line <= lc.linePos(end).line) {
-      const kind: unknown = doc.contents && 'get' in doc.contents ? doc.get('kind') : undefined;
-      return typeof kind === 'string' && kind ? kind : 'unknown';
-    }
-  }
-  return 'unknown';
-}
 
 export class ConfigRegistry {
   readonly dir: string;
@@ -129,7 +115,7 @@ export class ConfigRegistry {
       const previous = this.contributions.get(file) ?? new Map<string, WithSource<Resource>>();
       let text: string;
       try {
-        text = readFileSync(file, 'utf8');
+        text = readConfigText(file);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         // Gone between listing and reading (an editor's rename): the next event settles it.
@@ -152,7 +138,8 @@ export class ConfigRegistry {
       }
       for (const p of parsed.problems) {
         problems.push(p);
-        kinds.set(p, kindAtLine(text, p.line));
+        // The parser knows each problem's document: re-parsing the file per problem was quadratic.
+        kinds.set(p, problemKind(p));
       }
       // A file with problems keeps what it contributed before; its valid documents still update.
       const contributed = parsed.problems.length ? new Map([...previous, ...fresh]) : fresh;

@@ -77,7 +77,8 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
       if (run.trustDomain !== undefined && trustDomain !== run.trustDomain) problems.push(problemAt(config, ['spec', 'trustDomain'], `cannot change the trust domain of a running lab (it is ${run.trustDomain})`));
     }
     for (const n of nodes) {
-      const cur = run.nodes[n.metadata.name];
+      // Own entries only: a node named "constructor" must not find Object.prototype's.
+      const cur = Object.hasOwn(run.nodes, n.metadata.name) ? run.nodes[n.metadata.name] : undefined;
       if (!cur) problems.push(problemAt(n, ['metadata', 'name'], `cannot add node "${n.metadata.name}" to a running lab; run "weft lab down" and "weft lab up" with it`));
       else if (cur.podCIDR !== n.spec.podCIDR) problems.push(problemAt(n, ['spec', 'podCIDR'], `cannot change the pod CIDR of node "${n.metadata.name}" on a running lab (it is ${cur.podCIDR})`));
     }

@@ -1,10 +1,10 @@
 // Loading YAML files and directories of Kubernetes-style documents: every problem of every file is
 // collected, then one ConfigError is thrown (or, for the lenient variants, returned with the good part).
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { Resource, WithSource } from './types.js';
-import { parseDocuments, problemAt, resourceKey } from './parse.js';
+import { MAX_FILE_CHARS, parseDocuments, problemAt, resourceKey } from './parse.js';
 // The policy kinds register themselves with the parser; every loader accepts them.
 import './policy-parse.js';
 
@@ -22,7 +22,7 @@ export function loadFilesLenient(files: readonly string[]): LoadResult {
     const file = resolve(f);
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = readConfigText(file);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       problems.push({ file, line: 0, field: '', reason: `cannot read file: ${e.code ?? e.message}` });
@@ -42,6 +42,25 @@ export function loadFilesLenient(files: readonly string[]): LoadResult {
     }
   }
   return { resources, problems };
+}
+
+/**
+ * A configuration file's text. Its size is checked on the open file before anything is read: a
+ * stray multi-gigabyte file must cost a stat, not the process's memory. Throws the fs error (with
+ * its code), or an Error without code whose message says what is wrong (too large, not a file).
+ */
+export function readConfigText(file: string): string {
+  // O_NONBLOCK: a FIFO put in place of the file must not block the open (regular files ignore it).
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error('not a regular file');
+    const size = st.size;
+    if (size > MAX_FILE_CHARS) throw new Error(`file is ${size} bytes; a configuration file may have at most ${MAX_FILE_CHARS}`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Parses files; throws one ConfigError listing every problem. */

@@ -1,7 +1,7 @@
 // Parsing and strict validation of Kubernetes-style YAML documents. Every problem names file, line,
 // field path (`spec.containers[0].command`) and reason; nothing is thrown per document — callers collect
 // every problem of every file and throw one ConfigError (see load.ts).
-import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, type Document, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, type Document, type Node as YamlNode, type YAMLError } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import type {
   Container,
@@ -594,7 +594,8 @@ export interface ParseResult {
  * Parses one file's text (multi-document YAML). Syntax errors and validation problems are returned,
  * never thrown. Documents with problems are left out of `resources`.
  */
-export function parseDocuments(text: string, file: string): ParseResult {
+export function parseDocuments(input: string, file: string): ParseResult {
+  let text = input;
   const lc = new LineCounter();
   const problems: ConfigProblem[] = [];
   const resources: Array<WithSource<Resource>> = [];
@@ -602,11 +603,9 @@ export function parseDocuments(text: string, file: string): ParseResult {
     problems.push({ file, line: 1, field: '', reason: `file is ${text.length} characters long; a configuration file may have at most ${MAX_FILE_CHARS}` });
     return { resources, problems };
   }
-  const tooDeep = flowNestingProblem(text);
-  if (tooDeep) {
-    problems.push({ file, ...tooDeep, field: '' });
-    return { resources, problems };
-  }
+  const nesting = limitFlowNesting(text);
+  for (const p of nesting.problems) problems.push({ file, ...p, field: '' });
+  text = nesting.text;
   let list: Document.Parsed[];
   try {
     // logLevel error: the library's own warnings (a collection used as a key...) would otherwise go
@@ -618,13 +617,14 @@ export function parseDocuments(text: string, file: string): ParseResult {
     problems.push({ file, line: 1, field: '', reason: `YAML syntax error: ${yamlReason(err)}` });
     return { resources, problems };
   }
-  for (const doc of list) {
-    if (doc.errors.length) {
-      for (const e of doc.errors) {
+  const errorsOf = errorsByDocument(list);
+  const readDocument = (doc: Document.Parsed, errors: readonly YAMLError[]): void => {
+    if (errors.length) {
+      for (const e of errors) {
         const line = e.linePos?.[0]?.line ?? lc.linePos(e.pos[0]).line;
         problems.push({ file, line, field: '', reason: `YAML syntax error: ${yamlReason(e)}` });
       }
-      continue;
+      return;
     }
     // Warnings are what the parser could not honour (an unknown tag such as `!foo` or `!!int abc`,
     // an unknown directive): it would carry on with a guess, so the document is refused instead.
@@ -633,16 +633,16 @@ export function parseDocuments(text: string, file: string): ParseResult {
         const line = w.linePos?.[0]?.line ?? lc.linePos(w.pos[0]).line;
         problems.push({ file, line, field: '', reason: `YAML: ${yamlReason(w)}` });
       }
-      continue;
+      return;
     }
-    if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue; // empty document
+    if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) return; // empty document
     const ctx = new DocContext(file, doc, lc, problems);
     let raw: Json;
     try {
       raw = doc.toJS({ maxAliasCount: 100 });
     } catch (err) {
       ctx.add([], `cannot read document: ${yamlReason(err)}`);
-      continue;
+      return;
     }
     try {
       const r = validateDocument(ctx, raw);
@@ -652,7 +652,15 @@ export function parseDocuments(text: string, file: string): ParseResult {
       // last good configuration). Tests assert this never happens.
       ctx.add([], `internal error while validating the document: ${yamlReason(err)}`);
     }
-  }
+  };
+  list.forEach((doc, i) => {
+    const first = problems.length;
+    readDocument(doc, errorsOf[i]!);
+    const kind = documentKind(doc);
+    for (let j = first; j < problems.length; j++) problemKinds.set(problems[j]!, kind);
+  });
+  // In file order (the nesting check reports before the documents are read).
+  problems.sort((a, b) => a.line - b.line);
   if (problems.length > MAX_PROBLEMS_PER_FILE) {
     const more = problems.length - MAX_PROBLEMS_PER_FILE;
     problems.length = MAX_PROBLEMS_PER_FILE;
@@ -661,31 +669,112 @@ export function parseDocuments(text: string, file: string): ParseResult {
   return { resources, problems };
 }
 
+/**
+ * Each document's syntax errors, by where they are. The parser can hand an error that sits in one
+ * document to the one before it (a stray `]` at the start of a document goes to the previous
+ * document), which would refuse a valid document for its neighbour's mistake.
+ */
+function errorsByDocument(list: readonly Document.Parsed[]): YAMLError[][] {
+  const out = list.map((): YAMLError[] => []);
+  for (const [i, doc] of list.entries()) {
+    for (const e of doc.errors) {
+      const at = e.pos[0];
+      let owner = i;
+      const [start, , end] = doc.range;
+      if (at < start || at >= end) {
+        // The last document that starts at or before the error; else this one.
+        for (let j = list.length - 1; j >= 0; j--) {
+          if (list[j]!.range[0] <= at) {
+            owner = j;
+            break;
+          }
+        }
+      }
+      out[owner]!.push(e);
+    }
+  }
+  return out;
+}
+
+const problemKinds = new WeakMap<ConfigProblem, string>();
+
+/**
+ * The kind of the document a problem of parseDocuments is about (for metrics labels): a registered
+ * kind, or 'unknown' (no kind, an unregistered one, a syntax error before it). Never user text, so
+ * hostile documents cannot mint label values.
+ */
+export function problemKind(p: ConfigProblem): string {
+  return problemKinds.get(p) ?? 'unknown';
+}
+
+function documentKind(doc: Document.Parsed): string {
+  const c = doc.contents;
+  if (!isMap(c)) return 'unknown';
+  const pair = c.items.find((it) => isScalar(it.key) && it.key.value === 'kind');
+  const v = pair && isScalar(pair.value) ? pair.value.value : undefined;
+  return typeof v === 'string' && kinds.has(v) ? v : 'unknown';
+}
+
 /** Largest file parseDocuments reads (characters): far above any real configuration, bounds parse time and memory. */
 export const MAX_FILE_CHARS = 4 * 1024 * 1024;
 /** Deepest `[`/`{` nesting parseDocuments hands to the YAML parser. */
 export const MAX_FLOW_DEPTH = 1000;
+/** Problems listed per file; past that one summary line says how many more there were. */
+export const MAX_PROBLEMS_PER_FILE = 200;
 
 /**
  * The YAML parser's time grows steeply with flow nesting (`[[[[...`: seconds for a few hundred KB)
- * before it gives up with a stack overflow, so nesting is measured first, by counting brackets.
- * Brackets inside quoted or block scalars count too: a real document never has a thousand unclosed
- * ones, and the worst outcome is a clear refusal.
+ * before it gives up with a stack overflow, so nesting is measured first, by counting brackets, one
+ * document at a time (a `---` or `...` line always ends a document, whatever it is in). A document
+ * that nests too deeply is blanked out, its lines kept so the other documents keep their line
+ * numbers. Brackets inside quoted or block scalars count too: a real document never has a thousand
+ * unclosed ones, and the worst outcome is a clear refusal of that document.
  */
-function flowNestingProblem(text: string): { line: number; reason: string } | undefined {
+function limitFlowNesting(text: string): { text: string; problems: Array<{ line: number; reason: string }> } {
+  const problems: Array<{ line: number; reason: string }> = [];
+  const blank: Array<[number, number]> = [];
   let depth = 0;
   let line = 1;
+  let docStart = 0;
+  let tooDeep = false;
+  let atLineStart = true;
+  const endDocument = (end: number): void => {
+    if (tooDeep) blank.push([docStart, end]);
+    docStart = end;
+    depth = 0;
+    tooDeep = false;
+  };
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
+    if (atLineStart && (c === 45 || c === 46) && isDocumentMarker(text, i)) endDocument(i);
+    atLineStart = c === 10;
     if (c === 10) line++;
+    else if (tooDeep) continue;
     else if (c === 91 || c === 123) {
-      if (++depth > MAX_FLOW_DEPTH) return { line, reason: `YAML syntax error: the document nests deeper than ${MAX_FLOW_DEPTH} levels` };
+      if (++depth > MAX_FLOW_DEPTH) {
+        tooDeep = true;
+        problems.push({ line, reason: `YAML syntax error: the document nests deeper than ${MAX_FLOW_DEPTH} levels` });
+      }
     } else if ((c === 93 || c === 125) && depth > 0) depth--;
   }
-  return undefined;
+  endDocument(text.length);
+  if (blank.length === 0) return { text, problems };
+  let out = '';
+  let from = 0;
+  for (const [start, end] of blank) {
+    out += text.slice(from, start) + text.slice(start, end).replace(/[^\n]+/g, '');
+    from = end;
+  }
+  return { text: out + text.slice(from), problems };
 }
-/** Problems listed per file; past that one summary line says how many more there were. */
-export const MAX_PROBLEMS_PER_FILE = 200;
+
+/** `---` or `...` at offset i (the start of a line), followed by a space, a tab, a line break or the end. */
+function isDocumentMarker(text: string, i: number): boolean {
+  const m = text.charCodeAt(i);
+  if (text.charCodeAt(i + 1) !== m || text.charCodeAt(i + 2) !== m) return false;
+  const next = text.charCodeAt(i + 3);
+  return Number.isNaN(next) || next === 32 || next === 9 || next === 10 || next === 13;
+}
 
 /** The first line of a parser error, bounded and printable (it may repeat the user's text). */
 function yamlReason(err: unknown): string {
