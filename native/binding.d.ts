@@ -124,6 +124,21 @@ export interface RawSocketOptions {
   freebind?: boolean;
 }
 
+/** One handover message: 1..64 KiB of data (sending; receiving may see 0 with fds) and 0..250 fds. */
+export interface RawFdMessage {
+  data: Buffer;
+  fds: number[];
+}
+
+export interface RawReceiveFdsOptions {
+  timeoutMs: number;
+  maxMessages?: number;
+}
+
+export interface RawSendFdsOptions {
+  timeoutMs: number;
+}
+
 export interface Binding {
   setErrorClasses(classes: { SyscallError: Function; WeftError: Function }): void;
   libbpfVersion(): string;
@@ -142,4 +157,6 @@ export interface Binding {
   socketCookie(fd: number): bigint;
   socketsInNetns(netnsPath: string, options: RawSocketOptions): number[];
   tcpQueuedBytes(fd: number): bigint;
+  receiveFds(path: string, options: RawReceiveFdsOptions): Promise<RawFdMessage[]>;
+  sendFds(path: string, messages: readonly RawFdMessage[], options: RawSendFdsOptions): Promise<void>;
 }

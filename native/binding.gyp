@@ -9,7 +9,8 @@
         "src/link.cc",
         "src/map.cc",
         "src/ringbuf.cc",
-        "src/netns.cc"
+        "src/netns.cc",
+        "src/fdpass.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

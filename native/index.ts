@@ -14,10 +14,13 @@ import type {
   RawBpfObject,
   RawBpfProgram,
   RawConnectOptions,
+  RawFdMessage,
   RawLinkInfo,
   RawListenOptions,
   RawOpenOptions,
+  RawReceiveFdsOptions,
   RawRingBufferConsumer,
+  RawSendFdsOptions,
   RawSocketOptions,
   RawSockmapAttachment,
   RawTcAttachment,
@@ -51,6 +54,9 @@ export type ListenOptions = RawListenOptions;
 export type ConnectOptions = RawConnectOptions;
 export type SocketOptions = RawSocketOptions;
 export type LinkInfo = RawLinkInfo;
+export type FdMessage = RawFdMessage;
+export type ReceiveFdsOptions = RawReceiveFdsOptions;
+export type SendFdsOptions = RawSendFdsOptions;
 
 export const BpfObject = binding.BpfObject;
 export type BpfObject = RawBpfObject;
@@ -125,6 +131,22 @@ export function socketsInNetns(netnsPath: string, options: SocketOptions): numbe
 }
 export function tcpQueuedBytes(fd: number): bigint {
   return binding.tcpQueuedBytes(fd);
+}
+/**
+ * Agent handover, receiving side: binds a SOCK_SEQPACKET unix socket at `path` (0600; a stale socket
+ * there is replaced), accepts one root peer within timeoutMs, reads its messages until it is done
+ * and resolves with them in order. The received fds are CLOEXEC and owned by the caller.
+ */
+export function receiveFds(path: string, options: ReceiveFdsOptions): Promise<FdMessage[]> {
+  return binding.receiveFds(path, options);
+}
+/**
+ * Agent handover, sending side: connects to a receiveFds socket (retrying until timeoutMs), sends
+ * each message with its fds (SCM_RIGHTS) and resolves once the receiver acknowledged all of them.
+ * The fds are duplicated at call time; the caller's own fds stay open and are the caller's to close.
+ */
+export function sendFds(path: string, messages: readonly FdMessage[], options: SendFdsOptions): Promise<void> {
+  return binding.sendFds(path, messages, options);
 }
 /** glibc malloc_trim(0): free C-heap pages go back to the kernel. */
 export function mallocTrim(): boolean {

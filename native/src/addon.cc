@@ -228,6 +228,9 @@ static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// fdpass.cc: receiveFds/sendFds (SCM_RIGHTS handover between agents).
+void InitFdpass(Napi::Env env, Napi::Object exports, AddonData* data);
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
   auto* data = new AddonData();
@@ -241,6 +244,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMap(env, exports, data);
   InitRingbuf(env, exports, data);
   InitNetns(env, exports, data);
+  InitFdpass(env, exports, data);
   return exports;
 }
 
