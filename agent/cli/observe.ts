@@ -220,7 +220,7 @@ export function parseTime(text: string, now = Date.now()): number {
   if (/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(text)) {
     let ms = 0;
     for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * GO_UNITS[m[2]!]!;
-    return now - ms;
+    if (Number.isFinite(ms)) return now - ms;
   }
   if (/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(text)) {
     const t = Date.parse(text.replace(' ', 'T'));
@@ -256,7 +256,7 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
   const tlsFlags: Record<string, string> = {};
 
   const count = (flag: string, v: string): number => {
-    if (!/^\d+$/.test(v)) throw new WeftError(ErrorCodes.USAGE, `${flag} needs a non-negative integer, got "${v}"`);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new WeftError(ErrorCodes.USAGE, `${flag} needs a non-negative integer, got "${v}"`);
     return Number(v);
   };
   for (let i = 0; i < argv.length; i++) {
@@ -266,7 +266,8 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
       inline = arg.slice(arg.indexOf('=') + 1);
       arg = arg.slice(0, arg.indexOf('='));
     }
-    const name = arg.startsWith('--') ? arg.slice(2) : SHORT[arg];
+    // Own entries only: `constructor` or `__proto__` must not find Object.prototype's.
+    const name = arg.startsWith('--') ? arg.slice(2) : Object.hasOwn(SHORT, arg) ? SHORT[arg] : undefined;
     if (name === undefined) throw new WeftError(ErrorCodes.USAGE, `unknown argument "${arg}"\n${USAGE}`);
     const value = (): string => {
       if (inline !== undefined) return inline;
@@ -279,7 +280,7 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
       blacklisting = true;
       continue;
     }
-    if (FILTER_FLAGS[name]) {
+    if (Object.hasOwn(FILTER_FLAGS, name)) {
       (blacklisting ? blacklist : whitelist).set(name, value());
       blacklisting = false;
       continue;

@@ -5,7 +5,9 @@
 // port, a status code, a regular expression, a label selector) are refused when compiling, as
 // Hubble refuses them, never silently ignored.
 import { isIP } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
 import { ErrorCodes, WeftError } from '../errors.js';
+import { quote } from '../registry/quote.js';
 import type { Endpoint, EventTypeFilter, Flow, FlowFilter, Service, TCPFlags, Workload } from './types.js';
 
 export type { FlowFilter } from './types.js';
@@ -24,13 +26,19 @@ export class InvalidFilterError extends WeftError {
 export const DEFAULT_CLUSTER_NAME = 'default';
 
 export function compileFilters(whitelist: FlowFilter[] | undefined, blacklist: FlowFilter[] | undefined): FlowPredicate {
-  const allow = (whitelist ?? []).map(compileFilter);
-  const deny = (blacklist ?? []).map(compileFilter);
+  const list = (l: unknown, name: string): FlowFilter[] => {
+    if (l === undefined || l === null) return [];
+    if (!Array.isArray(l)) throw new InvalidFilterError(`${name} must be a list of FlowFilter objects`);
+    return l as FlowFilter[];
+  };
+  const allow = list(whitelist, 'whitelist').map(compileFilter);
+  const deny = list(blacklist, 'blacklist').map(compileFilter);
   return (flow) => (allow.length === 0 || allow.some((f) => f(flow))) && !deny.some((f) => f(flow));
 }
 
 /** One FlowFilter: the conjunction of its set fields. A filter with no field set matches every flow. */
 export function compileFilter(filter: FlowFilter): FlowPredicate {
+  checkFilterShape(filter);
   const parts: FlowPredicate[] = [];
   const add = <T>(values: T[] | undefined, build: (values: T[]) => FlowPredicate): void => {
     if (values && values.length > 0) parts.push(build(values));
@@ -76,6 +84,175 @@ export function compileFilter(filter: FlowFilter): FlowPredicate {
   return (flow) => parts.every((p) => p(flow));
 }
 
+// ---- Shape ----
+
+type ValueKind = 'string' | 'boolean' | 'uint32' | 'eventType' | 'tcpFlags' | 'workload';
+
+/** What each field's values must be. Filters come from gRPC, JSON and code: none of them is trusted. */
+const FIELD_KINDS: Record<keyof FlowFilter, ValueKind> = {
+  uuid: 'string',
+  source_ip: 'string',
+  source_pod: 'string',
+  source_fqdn: 'string',
+  source_label: 'string',
+  source_service: 'string',
+  source_workload: 'workload',
+  destination_ip: 'string',
+  destination_pod: 'string',
+  destination_fqdn: 'string',
+  destination_label: 'string',
+  destination_service: 'string',
+  destination_workload: 'workload',
+  traffic_direction: 'string',
+  verdict: 'string',
+  event_type: 'eventType',
+  http_status_code: 'string',
+  protocol: 'string',
+  source_port: 'string',
+  destination_port: 'string',
+  reply: 'boolean',
+  dns_query: 'string',
+  source_identity: 'uint32',
+  destination_identity: 'uint32',
+  http_method: 'string',
+  http_path: 'string',
+  tcp_flags: 'tcpFlags',
+  node_name: 'string',
+  ip_version: 'string',
+  trace_id: 'string',
+};
+
+/** FlowFilter fields of Hubble's flow.proto that weft does not evaluate: refused when set, never ignored. */
+const UNSUPPORTED_FIELDS = new Set([
+  'http_url',
+  'http_header',
+  'drop_reason_desc',
+  'source_ip_xlated',
+  'interface',
+  'node_labels',
+  'source_cluster_name',
+  'destination_cluster_name',
+  'ip_trace_id',
+  'encrypted',
+  'experimental',
+]);
+
+function isPlainRecord(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** An unset field as gRPC and JSON send it: absent, null, an empty list, an empty message. */
+function isUnset(v: unknown): boolean {
+  if (v === undefined || v === null) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  if (isPlainRecord(v)) return Object.values(v).every(isUnset);
+  return false;
+}
+
+function valueProblem(kind: ValueKind, v: unknown): string | undefined {
+  switch (kind) {
+    case 'string':
+      return typeof v === 'string' ? undefined : 'must be a string';
+    case 'boolean':
+      return typeof v === 'boolean' ? undefined : 'must be a boolean';
+    case 'uint32':
+      return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? undefined : 'must be an integer in 0..4294967295';
+    case 'eventType': {
+      if (!isPlainRecord(v)) return 'must be an EventTypeFilter object';
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'type' || k === 'sub_type') {
+          if (x !== undefined && x !== null && !(typeof x === 'number' && Number.isInteger(x) && Math.abs(x) <= 0x7fffffff)) return `${k} must be an int32`;
+        } else if (k === 'match_sub_type') {
+          if (x !== undefined && x !== null && typeof x !== 'boolean') return 'match_sub_type must be a boolean';
+        } else return `unknown EventTypeFilter field ${quote(k)}`;
+      }
+      return undefined;
+    }
+    case 'tcpFlags': {
+      if (!isPlainRecord(v)) return 'must be a TCPFlags object';
+      for (const [k, x] of Object.entries(v)) {
+        if (!(TCP_FLAG_NAMES as readonly string[]).includes(k)) return `unknown TCP flag ${quote(k)}`;
+        if (x !== undefined && x !== null && typeof x !== 'boolean') return `${k} must be a boolean`;
+      }
+      return undefined;
+    }
+    case 'workload': {
+      if (!isPlainRecord(v)) return 'must be a Workload object';
+      for (const [k, x] of Object.entries(v)) {
+        if (k !== 'name' && k !== 'kind') return `unknown Workload field ${quote(k)}`;
+        if (x !== undefined && x !== null && typeof x !== 'string') return `${k} must be a string`;
+      }
+      return undefined;
+    }
+  }
+}
+
+/** Refuses a filter that is not a FlowFilter: not an object, an unknown or unsupported field set, values of the wrong type. */
+function checkFilterShape(filter: unknown): asserts filter is FlowFilter {
+  if (!isPlainRecord(filter)) throw new InvalidFilterError('a filter must be a FlowFilter object');
+  for (const [field, values] of Object.entries(filter)) {
+    if (!Object.hasOwn(FIELD_KINDS, field)) {
+      if (isUnset(values)) continue;
+      throw new InvalidFilterError(UNSUPPORTED_FIELDS.has(field) ? `${field}: not supported by weft` : `unknown FlowFilter field ${quote(field)}`);
+    }
+    if (values === undefined || values === null) continue;
+    if (!Array.isArray(values)) throw new InvalidFilterError(`${field}: must be a list`);
+    const kind = FIELD_KINDS[field as keyof FlowFilter];
+    values.forEach((v: unknown, i) => {
+      const why = valueProblem(kind, v);
+      if (why) throw new InvalidFilterError(`${field}[${i}]: ${why}`);
+    });
+  }
+}
+
+// ---- Regular expressions ----
+
+/**
+ * Hubble compiles filter patterns with Go's RE2, which runs in time linear in the input. V8's
+ * default engine backtracks: `(a+)+$` against a long path would stall the agent for minutes. V8's
+ * linear-time engine (the `l` flag, behind a V8 flag Node does not turn on) has RE2's guarantee and
+ * refuses what it cannot run in linear time, as RE2 has no backreferences or lookaround either.
+ */
+const LINEAR_ENGINE: boolean = (() => {
+  try {
+    new RegExp('', 'l');
+    return true;
+  } catch {
+    /* not enabled yet */
+  }
+  try {
+    setFlagsFromString('--enable-experimental-regexp-engine');
+    new RegExp('', 'l');
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Longest user regular expression (the linear engine's cost is pattern size times input length). */
+export const MAX_PATTERN_LENGTH = 256;
+
+/** A user's regular expression, compiled for linear-time matching, or refused saying why. */
+function userRegExp(pattern: string, what: string): RegExp {
+  if (pattern.length > MAX_PATTERN_LENGTH) throw new InvalidFilterError(`${what} ${quote(pattern)}: longer than ${MAX_PATTERN_LENGTH} characters`);
+  if (!LINEAR_ENGINE) throw new InvalidFilterError(`${what} ${quote(pattern)}: regular expression filters need V8's linear-time engine, which this Node.js lacks`);
+  try {
+    return new RegExp(pattern, 'l');
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/linear time/.test(msg))
+      throw new InvalidFilterError(`${what} ${quote(pattern)}: not supported (backreferences, lookaround and counted repetitions above 16 cannot be matched in linear time)`);
+    throw new InvalidFilterError(`${what} ${quote(pattern)}: ${msg.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, '')}`);
+  }
+}
+
+/** A regular expression built by this module from globs (always linear-compatible). */
+function builtRegExp(source: string): RegExp {
+  return LINEAR_ENGINE ? new RegExp(source, 'l') : new RegExp(source);
+}
+
 // ---- Event type, reply ----
 
 function matchEventType(types: EventTypeFilter[], flow: Flow): boolean {
@@ -102,7 +279,7 @@ const L7_PROTOCOLS = ['dns', 'http', 'kafka'];
 function protocolFilter(protocols: string[]): FlowPredicate {
   const wanted = protocols.map((p) => p.toLowerCase());
   for (const [i, p] of wanted.entries()) {
-    if (!L4_PROTOCOLS.includes(p) && !L7_PROTOCOLS.includes(p)) throw new InvalidFilterError(`unknown protocol ${JSON.stringify(protocols[i])}`);
+    if (!L4_PROTOCOLS.includes(p) && !L7_PROTOCOLS.includes(p)) throw new InvalidFilterError(`unknown protocol ${quote(protocols[i]!)}`);
   }
   return (flow) => {
     const l4 = flow.l4 as Record<string, unknown> | undefined;
@@ -130,7 +307,7 @@ function protocolFilter(protocols: string[]): FlowPredicate {
 function portFilter(ports: string[], side: 'source_port' | 'destination_port'): FlowPredicate {
   const wanted = ports.map((p) => {
     const n = /^\d+$/.test(p) ? Number(p) : NaN;
-    if (!Number.isInteger(n) || n > 65535) throw new InvalidFilterError(`invalid port ${JSON.stringify(p)}`);
+    if (!Number.isInteger(n) || n > 65535) throw new InvalidFilterError(`invalid port ${quote(p)}`);
     return n;
   });
   return (flow) => {
@@ -178,9 +355,11 @@ function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | undefined {
 }
 
 function parseCidr(text: string): Cidr | undefined {
-  const [addr, len] = text.split('/') as [string, string];
+  const parts = text.split('/');
+  if (parts.length !== 2) return undefined;
+  const [addr, len] = parts as [string, string];
   const ip = ipToBigInt(addr);
-  if (!ip || !/^\d+$/.test(len)) return undefined;
+  if (!ip || !/^\d{1,3}$/.test(len)) return undefined;
   const prefix = Number(len);
   const width = ip.family === 4 ? 32 : 128;
   if (prefix > width) return undefined;
@@ -200,10 +379,10 @@ function ipFilter(values: string[], get: (f: Flow) => string | undefined): FlowP
   for (const v of values) {
     if (v.includes('/')) {
       const c = parseCidr(v);
-      if (!c) throw new InvalidFilterError(`invalid IP prefix ${JSON.stringify(v)}`);
+      if (!c) throw new InvalidFilterError(`invalid IP prefix ${quote(v)}`);
       cidrs.push(c);
     } else {
-      if (isIP(v) === 0) throw new InvalidFilterError(`invalid IP address ${JSON.stringify(v)}`);
+      if (isIP(v) === 0) throw new InvalidFilterError(`invalid IP address ${quote(v)}`);
       exact.push(v);
     }
   }
@@ -260,19 +439,21 @@ const FQDN_CHARS = '(?:[-0-9_a-z]+(?:\\.[-0-9_a-z]+)*)';
 function fqdnPatternSource(pattern: string): string {
   const p = pattern.trim().replace(/\.$/, '').toLowerCase();
   if (p === '') throw new InvalidFilterError('empty pattern');
-  if (p.endsWith('.')) throw new InvalidFilterError(`multiple trailing dots in pattern ${JSON.stringify(pattern)}`);
+  // No name is longer than 253 characters, whatever the globs stand for.
+  if (p.replaceAll('*', '').length > 253) throw new InvalidFilterError(`pattern ${quote(pattern)} is longer than a DNS name`);
+  if (p.endsWith('.')) throw new InvalidFilterError(`multiple trailing dots in pattern ${quote(pattern)}`);
   let out = '';
   for (const ch of p) {
     if (ch === '.') out += '\\.';
     else if (ch === '*') out += '[-.0-9a-z]*';
     else if (/[-0-9_a-z]/.test(ch)) out += ch;
-    else throw new InvalidFilterError(`invalid character ${JSON.stringify(ch)} in pattern ${JSON.stringify(pattern)}`);
+    else throw new InvalidFilterError(`invalid character ${quote(ch)} in pattern ${quote(pattern)}`);
   }
   return out;
 }
 
 function fqdnFilter(patterns: string[], get: (f: Flow) => string[] | undefined): FlowPredicate {
-  const re = new RegExp(`^(?:${patterns.map(fqdnPatternSource).join('|')})$`);
+  const re = builtRegExp(`^(?:${patterns.map(fqdnPatternSource).join('|')})$`);
   return (flow) => (get(flow) ?? []).some((name) => re.test(name));
 }
 
@@ -281,11 +462,11 @@ function nodeNameFilter(patterns: string[]): FlowPredicate {
   const sources = patterns.map((pattern) => {
     if (pattern === '') throw new InvalidFilterError('empty node name pattern');
     const parts = pattern.split('/');
-    if (parts.length > 2) throw new InvalidFilterError(`too many slashes in node name pattern ${JSON.stringify(pattern)}`);
+    if (parts.length > 2) throw new InvalidFilterError(`too many slashes in node name pattern ${quote(pattern)}`);
     const [cluster, node] = parts.length === 2 ? [parts[0]!, parts[1]!] : ['', parts[0]!];
     return `${cluster === '' ? FQDN_CHARS : fqdnPatternSource(cluster)}/${node === '' ? FQDN_CHARS : fqdnPatternSource(node)}`;
   });
-  const re = new RegExp(`^(?:${sources.join('|')})$`);
+  const re = builtRegExp(`^(?:${sources.join('|')})$`);
   return (flow) => {
     const name = flow.node_name ?? '';
     if (name === '') return false;
@@ -301,7 +482,7 @@ function statusCodeFilter(codes: string[]): FlowPredicate {
   for (const c of codes) {
     if (/^[1-5][0-9]{2}$/.test(c)) full.push(c);
     else if (/^[1-5][0-9]?\+$/.test(c)) prefixes.push(c.slice(0, -1));
-    else throw new InvalidFilterError(`invalid status code prefix ${JSON.stringify(c)}`);
+    else throw new InvalidFilterError(`invalid status code prefix ${quote(c)}`);
   }
   return (flow) => {
     const code = flow.l7?.http?.code ?? 0;
@@ -323,13 +504,7 @@ function httpPath(url: string | undefined): string | undefined {
 }
 
 function regexFilter(patterns: string[], what: string, get: (f: Flow) => string | undefined): FlowPredicate {
-  const res = patterns.map((p) => {
-    try {
-      return new RegExp(p);
-    } catch (err) {
-      throw new InvalidFilterError(`${what} ${JSON.stringify(p)}: ${(err as Error).message}`);
-    }
-  });
+  const res = patterns.map((p) => userRegExp(p, what));
   return (flow) => {
     const value = get(flow);
     return value !== undefined && value !== '' && res.some((re) => re.test(value));
@@ -405,13 +580,13 @@ function splitKey(key: string): { source: string | undefined; key: string } {
 export function parseLabelSelector(selector: string): Requirement[] {
   const tokens = tokenize(selector);
   const fail = (why: string): never => {
-    throw new InvalidFilterError(`label selector ${JSON.stringify(selector)}: ${why}`);
+    throw new InvalidFilterError(`label selector ${quote(selector)}: ${why}`);
   };
   const reqs: Requirement[] = [];
   let i = 0;
   const identifier = (what: string): string => {
     const t = tokens[i];
-    if (t === undefined || SPECIAL_TOKENS.has(t)) return fail(`expected ${what}${t ? `, found ${JSON.stringify(t)}` : ''}`);
+    if (t === undefined || SPECIAL_TOKENS.has(t)) return fail(`expected ${what}${t ? `, found ${quote(t)}` : ''}`);
     i++;
     return t;
   };
@@ -433,7 +608,7 @@ export function parseLabelSelector(selector: string): Requirement[] {
       } else if (op === '<' || op === '>') {
         i++;
         const value = identifier('a number');
-        if (!/^-?\d+$/.test(value)) fail(`${JSON.stringify(value)} is not an integer`);
+        if (!/^-?\d+$/.test(value)) fail(`${quote(value)} is not an integer`);
         req = { ...key, op, values: [value] };
       } else if (op === 'in' || op === 'notin') {
         i++;
@@ -450,13 +625,13 @@ export function parseLabelSelector(selector: string): Requirement[] {
         i++;
         req = { ...key, op, values };
       } else {
-        return fail(`unexpected ${JSON.stringify(op)}`);
+        return fail(`unexpected ${quote(op)}`);
       }
     }
     if (req.key === '') fail('empty key');
     reqs.push(req);
     if (i < tokens.length) {
-      if (tokens[i] !== ',') fail(`expected , found ${JSON.stringify(tokens[i])}`);
+      if (tokens[i] !== ',') fail(`expected , found ${quote(tokens[i])}`);
       i++;
       if (i >= tokens.length) fail('trailing ,');
     }

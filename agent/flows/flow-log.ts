@@ -247,7 +247,8 @@ const FLOW_FILTER_FIELDS: Record<keyof FlowFilter, FieldCheck> = {
 /** The problem with one FlowFilter, as `field: why` or `field[i]: why`, or undefined. */
 function flowFilterProblem(filter: Record<string, unknown>): string | undefined {
   for (const [field, values] of Object.entries(filter)) {
-    const check = (FLOW_FILTER_FIELDS as Record<string, FieldCheck | undefined>)[field];
+    // Own fields only: `constructor`, `__proto__` or `hasOwnProperty` must not find Object.prototype's.
+    const check = Object.hasOwn(FLOW_FILTER_FIELDS, field) ? (FLOW_FILTER_FIELDS as Record<string, FieldCheck | undefined>)[field] : undefined;
     if (!check) return `${field}: unknown FlowFilter field`;
     if (!Array.isArray(values)) return `${field}: expected a list (every FlowFilter field is repeated)`;
     for (let i = 0; i < values.length; i++) {
