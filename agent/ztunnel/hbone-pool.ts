@@ -4,7 +4,6 @@
 // netns, so the tunnel's source address is the pod's own IP.
 import http2 from 'node:http2';
 import net from 'node:net';
-import { connectInNetns } from '../../native/index.js';
 import { PROXY_MARK } from '../datapath/layout.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { WorkloadCertificate } from '../identity/manager.js';
@@ -13,11 +12,27 @@ import type { Logger } from '../log.js';
 import { connectTls } from '../tls/workload.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, MAX_STREAMS_PER_CONNECTION, POOL_IDLE_MS } from './hbone.js';
 
-const CONNECT_TIMEOUT_MS = 10_000;
+/** The client's bounds, in ms. */
+export const HBONE_CLIENT_LIMITS = {
+  /** TCP connect, TLS handshake and the server's HTTP/2 SETTINGS, all together. */
+  handshakeTimeoutMs: 10_000,
+  /** From sending a CONNECT to its response. Longer than the destination's own 10 s bound on
+   * connecting to its app, so a slow app comes back as the server's 503 and not as a cancel. */
+  connectResponseTimeoutMs: 15_000,
+} as const;
+
+export type HboneClientLimits = { -readonly [K in keyof typeof HBONE_CLIENT_LIMITS]: number };
 
 export interface HboneSource {
   netns: string;
   cert: WorkloadCertificate;
+}
+
+export interface HbonePoolOptions {
+  limits?: Partial<HboneClientLimits>;
+  /** Opens the TCP connection to `endpointIp`'s HBONE port; by default from inside the source's
+   * netns (tests on loopback replace it). Must give up by `timeoutMs`. */
+  dial?: (source: HboneSource, endpointIp: string, timeoutMs: number) => Promise<net.Socket>;
 }
 
 interface PooledSession {
@@ -32,31 +47,78 @@ export class HboneRefused extends WeftError {
   }
 }
 
+/** The HBONE peer did not finish its part in time: the connection's handshake, or the answer to a
+ * CONNECT (whose stream was then cancelled). */
+export class HboneTimeout extends WeftError {
+  constructor(
+    readonly phase: 'handshake' | 'response',
+    readonly endpoint: string,
+    readonly timeoutMs: number,
+  ) {
+    super(ErrorCodes.HBONE, phase === 'handshake' ? `HBONE connection to ${endpoint} not established within ${timeoutMs} ms` : `HBONE CONNECT via ${endpoint} not answered within ${timeoutMs} ms`);
+    this.name = 'HboneTimeout';
+  }
+}
+
+async function dialInNetns(source: HboneSource, endpointIp: string, timeoutMs: number): Promise<net.Socket> {
+  // Loaded on first use, so a pool with its own dial (tests on loopback) needs no native addon.
+  const { connectInNetns } = await import('../../native/index.js');
+  const fd = await connectInNetns(source.netns, { host: endpointIp, port: HBONE_PORT, mark: PROXY_MARK, timeoutMs });
+  return new net.Socket({ fd, readable: true, writable: true });
+}
+
 export class HbonePool {
   private readonly sessions = new Map<string, PooledSession[]>();
   private readonly pending = new Map<string, Promise<PooledSession>>();
+  readonly limits: Readonly<HboneClientLimits>;
+  private readonly dialTcp: NonNullable<HbonePoolOptions['dial']>;
 
   constructor(
     private readonly trustDomain: () => string,
     private readonly log: Logger,
-  ) {}
+    options: HbonePoolOptions = {},
+  ) {
+    const limits: HboneClientLimits = { ...HBONE_CLIENT_LIMITS, ...options.limits };
+    for (const [name, value] of Object.entries(limits)) {
+      if (!Number.isSafeInteger(value) || value <= 0) throw new WeftError(ErrorCodes.CONFIG_INVALID, `HBONE client limit ${name} must be a positive integer, got ${String(value)}`);
+    }
+    this.limits = limits;
+    this.dialTcp = options.dial ?? dialInNetns;
+  }
 
   /**
    * Open a CONNECT stream to `authority` through the HBONE endpoint `endpointIp`:15008, which must
-   * present one of the `expected` identities. Resolves once the peer answered 200.
+   * present one of the `expected` identities. Resolves once the peer answered 200; rejects with
+   * HboneRefused for another status, HboneTimeout when the connection or the answer takes too long.
    */
   async connect(source: HboneSource, endpointIp: string, expected: SpiffeId[], headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const key = [formatSpiffeId(source.cert.id), source.cert.serial, source.netns, endpointIp, expected.map(formatSpiffeId).sort().join(',')].join('|');
     const pooled = await this.session(key, source, endpointIp, expected);
-    pooled.streams++;
     const stream = pooled.session.request(headers, { endStream: false });
+    pooled.streams++;
     stream.once('close', () => {
       pooled.streams--;
     });
+    const timeoutMs = this.limits.connectResponseTimeoutMs;
     const status = await new Promise<number>((resolve, reject) => {
-      stream.once('response', (h) => resolve(Number(h[':status'])));
-      stream.once('error', reject);
-      stream.once('close', () => reject(new WeftError(ErrorCodes.HBONE, `HBONE stream closed before a response (code ${stream.rstCode})`)));
+      const timer = setTimeout(() => {
+        // Cancelled, so the server stops working on it and the slot is free again.
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new HboneTimeout('response', endpointIp, timeoutMs));
+      }, timeoutMs);
+      const settle = (): void => clearTimeout(timer);
+      stream.once('response', (h) => {
+        settle();
+        resolve(Number(h[':status']));
+      });
+      stream.once('error', (err) => {
+        settle();
+        reject(err);
+      });
+      stream.once('close', () => {
+        settle();
+        reject(new WeftError(ErrorCodes.HBONE, `HBONE stream closed before a response (code ${stream.rstCode})`));
+      });
     });
     if (status !== 200) {
       stream.close();
@@ -78,20 +140,70 @@ export class HbonePool {
     return pooled.streams < MAX_STREAMS_PER_CONNECTION ? pooled : this.dial(key, source, endpointIp, expected);
   }
 
+  /** TCP, TLS and HTTP/2 SETTINGS within one deadline; whatever was opened is closed on failure. */
+  private async handshake(source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<http2.ClientHttp2Session> {
+    const timeoutMs = this.limits.handshakeTimeoutMs;
+    const started = Date.now();
+    let expired = false;
+    let tcp: net.Socket | undefined;
+    let session: http2.ClientHttp2Session | undefined;
+    const abandon = (): void => {
+      session?.destroy();
+      tcp?.destroy();
+    };
+    const work = (async (): Promise<http2.ClientHttp2Session> => {
+      tcp = await this.dialTcp(source, endpointIp, timeoutMs);
+      // The deadline may have passed while the socket was being made: nobody waits for it now.
+      if (expired) throw new HboneTimeout('handshake', endpointIp, timeoutMs);
+      tcp.setNoDelay(true);
+      const left = Math.max(1, timeoutMs - (Date.now() - started));
+      const tls = await connectTls({ socket: tcp, cert: source.cert, expected, trustDomain: this.trustDomain(), handshakeTimeoutMs: left });
+      if (expired) {
+        tls.destroy();
+        throw new HboneTimeout('handshake', endpointIp, timeoutMs);
+      }
+      const s = http2.connect(`https://${endpointIp}:${HBONE_PORT}`, {
+        createConnection: () => tls,
+        settings: { ...HBONE_SETTINGS, enablePush: false },
+        peerMaxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+      });
+      session = s;
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error): void => reject(err);
+        const onClose = (): void => reject(new WeftError(ErrorCodes.HBONE, `HBONE connection to ${endpointIp} closed before its SETTINGS`));
+        s.once('error', onError);
+        s.once('close', onClose);
+        s.once('connect', () => {
+          s.off('error', onError);
+          s.off('close', onClose);
+          resolve();
+        });
+      });
+      return s;
+    })();
+    return new Promise<http2.ClientHttp2Session>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        expired = true;
+        abandon();
+        reject(new HboneTimeout('handshake', endpointIp, timeoutMs));
+      }, timeoutMs);
+      work.then(
+        (s) => {
+          clearTimeout(timer);
+          if (expired) s.destroy();
+          else resolve(s);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          abandon();
+          reject(err);
+        },
+      );
+    });
+  }
+
   private async dial(key: string, source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<PooledSession> {
-    const fd = await connectInNetns(source.netns, { host: endpointIp, port: HBONE_PORT, mark: PROXY_MARK, timeoutMs: CONNECT_TIMEOUT_MS });
-    const tcp = new net.Socket({ fd, readable: true, writable: true });
-    tcp.setNoDelay(true);
-    const tls = await connectTls({ socket: tcp, cert: source.cert, expected, trustDomain: this.trustDomain() });
-    const session = http2.connect(`https://${endpointIp}:${HBONE_PORT}`, {
-      createConnection: () => tls,
-      settings: { ...HBONE_SETTINGS, enablePush: false },
-      peerMaxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
-    });
-    await new Promise<void>((resolve, reject) => {
-      session.once('connect', () => resolve());
-      session.once('error', reject);
-    });
+    const session = await this.handshake(source, endpointIp, expected);
     session.setLocalWindowSize(HBONE_CONNECTION_WINDOW);
     session.setTimeout(POOL_IDLE_MS, () => {
       // ztunnel releases idle connections after five minutes; streams still open keep it alive.
