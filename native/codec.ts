@@ -27,11 +27,27 @@ function usage(msg: string): WeftError {
   return new WeftError(ErrorCodes.NATIVE_USAGE, msg);
 }
 
+/** A value as an error shows it: short, whatever its type (BigInt and symbols included). */
+function show(v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (typeof v === 'symbol' || typeof v === 'function') return typeof v;
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof Uint8Array) return `${v.length} bytes`;
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return String(v);
+}
+
 function int(size: 1 | 2 | 4, signed: boolean, bigEndian = false): Codec<number> {
+  const name = `${signed ? 'i' : bigEndian ? 'be' : 'u'}${size * 8}`;
+  const min = signed ? -(2 ** (size * 8 - 1)) : 0;
+  const max = signed ? 2 ** (size * 8 - 1) - 1 : 2 ** (size * 8) - 1;
   return {
     size,
     align: size,
     encode(v, buf, off) {
+      // Checked here, not by Buffer: its RangeError names neither the type nor the field.
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw usage(`${show(v)} is not a ${name} (an integer in ${min}..${max})`);
       if (signed) buf.writeIntLE(v, off, size);
       else if (bigEndian) buf.writeUIntBE(v, off, size);
       else buf.writeUIntLE(v, off, size);
@@ -55,13 +71,19 @@ export const be32 = int(4, false, true);
 export const u64: Codec<bigint> = {
   size: 8,
   align: 8,
-  encode: (v, buf, off) => void buf.writeBigUInt64LE(v, off),
+  encode(v, buf, off) {
+    if (typeof v !== 'bigint' || v < 0n || v > 0xffffffffffffffffn) throw usage(`${show(v)} is not a u64 (a BigInt in 0n..${0xffffffffffffffffn}n)`);
+    buf.writeBigUInt64LE(v, off);
+  },
   decode: (buf, off) => buf.readBigUInt64LE(off),
 };
 export const i64: Codec<bigint> = {
   size: 8,
   align: 8,
-  encode: (v, buf, off) => void buf.writeBigInt64LE(v, off),
+  encode(v, buf, off) {
+    if (typeof v !== 'bigint' || v < -(2n ** 63n) || v >= 2n ** 63n) throw usage(`${show(v)} is not an i64 (a BigInt in ${-(2n ** 63n)}n..${2n ** 63n - 1n}n)`);
+    buf.writeBigInt64LE(v, off);
+  },
   decode: (buf, off) => buf.readBigInt64LE(off),
 };
 
@@ -70,7 +92,7 @@ export const ipv4: Codec<string> = {
   size: 4,
   align: 4,
   encode(v, buf, off) {
-    if (!isIPv4(v)) throw usage(`not an IPv4 address: ${v}`);
+    if (typeof v !== 'string' || !isIPv4(v)) throw usage(`not an IPv4 address: ${show(v)}`);
     const parts = v.split('.');
     for (let i = 0; i < 4; i++) buf[off + i] = Number(parts[i]);
   },
@@ -78,7 +100,7 @@ export const ipv4: Codec<string> = {
 };
 
 function parseIPv6(v: string): number[] {
-  if (!isIPv6(v)) throw usage(`not an IPv6 address: ${v}`);
+  if (typeof v !== 'string' || !isIPv6(v)) throw usage(`not an IPv6 address: ${show(v)}`);
   let s = v;
   const pct = s.indexOf('%');
   if (pct >= 0) s = s.slice(0, pct);
@@ -141,9 +163,10 @@ export function bytes(n: number): Codec<Buffer> {
     size: n,
     align: 1,
     encode(v, buf, off) {
+      if (!(v instanceof Uint8Array)) throw usage(`${show(v)} is not a Buffer`);
       if (v.length > n) throw usage(`byte array of ${v.length} bytes does not fit in ${n}`);
       buf.fill(0, off, off + n);
-      v.copy(buf, off);
+      buf.set(v, off);
     },
     decode: (buf, off) => Buffer.from(buf.subarray(off, off + n)),
   };
@@ -155,6 +178,7 @@ export function cstring(n: number): Codec<string> {
     size: n,
     align: 1,
     encode(v, buf, off) {
+      if (typeof v !== 'string') throw usage(`${show(v)} is not a string`);
       const b = Buffer.from(v, 'utf8');
       if (b.length >= n) throw usage(`string of ${b.length} bytes does not fit in char[${n}]`);
       buf.fill(0, off, off + n);
@@ -173,8 +197,15 @@ export function array<T>(elem: Codec<T>, n: number): Codec<T[]> {
     size: elem.size * n,
     align: elem.align,
     encode(v, buf, off) {
+      if (!Array.isArray(v)) throw usage(`${show(v)} is not an array`);
       if (v.length !== n) throw usage(`array needs ${n} elements, got ${v.length}`);
-      for (let i = 0; i < n; i++) elem.encode(v[i]!, buf, off + i * elem.size);
+      for (let i = 0; i < n; i++) {
+        try {
+          elem.encode(v[i]!, buf, off + i * elem.size);
+        } catch (err) {
+          throw usage(`[${i}]: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
     },
     decode(buf, off) {
       const out: T[] = [];
@@ -230,13 +261,19 @@ export function struct<F extends Fields>(fields: F, options: { packed?: boolean;
     align,
     offsets: offsets as { [K in keyof F]: number },
     encode(v, buf, o) {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw usage(`${show(v)} is not a struct value (an object of fields)`);
       buf.fill(0, o, o + size);
       const rec = v as Record<string, unknown>;
       for (const [name, c] of entries) {
-        const fv = rec[name];
+        // Own fields only: a field named `constructor` must not be read from Object.prototype.
+        const fv = Object.hasOwn(rec, name) || !(name in Object.prototype) ? rec[name] : undefined;
         if (fv === undefined && !c.padding)
           throw usage(`struct field '${name}' is missing`);
-        c.encode(fv, buf, o + offsets[name]!);
+        try {
+          c.encode(fv, buf, o + offsets[name]!);
+        } catch (err) {
+          throw usage(`struct field '${name}': ${err instanceof Error ? err.message : String(err)}`);
+        }
       }
     },
     decode(buf, o) {
@@ -256,6 +293,7 @@ export function encode<T>(codec: Codec<T>, value: T): Buffer {
 }
 
 export function decode<T>(codec: Codec<T>, buf: Buffer): T {
+  if (!Buffer.isBuffer(buf)) throw usage(`${show(buf)} is not a Buffer`);
   if (buf.length < codec.size) throw usage(`buffer of ${buf.length} bytes is shorter than ${codec.size}`);
   return codec.decode(buf, 0);
 }

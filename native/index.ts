@@ -86,6 +86,10 @@ export class RingBufferConsumer {
   readonly #raw: RawRingBufferConsumer;
 
   constructor(map: BpfMap, onBatch: (records: Buffer[]) => void, options: RingBufferOptions = {}) {
+    // Checked here: the native side only ever sees `split`, so a non-function would surface as a
+    // TypeError thrown from the consumer's callback, an uncaught exception that ends the process.
+    if (typeof onBatch !== 'function') throw new WeftError(ErrorCodes.NATIVE_USAGE, 'onBatch must be a function');
+    if (typeof options !== 'object' || options === null) throw new WeftError(ErrorCodes.NATIVE_USAGE, 'options must be an object');
     const split = (data: Buffer, offsets: Uint32Array): void => {
       const n = offsets.length - 1;
       const records = new Array<Buffer>(n);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -24,13 +25,49 @@ AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 // ---- errors ---------------------------------------------------------------------------------
 
+// Error numbers the kernel uses inside (include/linux/errno.h) that bpf(2) still returns, e.g.
+// ENOTSUPP for a lookup on a ring buffer; libc has no name for them.
+struct KernelErrno {
+  int err;
+  const char* name;
+  const char* text;
+};
+static const KernelErrno kKernelErrnos[] = {
+    {512, "ERESTARTSYS", "Restart system call"},
+    {513, "ERESTARTNOINTR", "Restart system call (no interrupt)"},
+    {514, "ERESTARTNOHAND", "Restart if no handler"},
+    {515, "ENOIOCTLCMD", "No ioctl command"},
+    {516, "ERESTART_RESTARTBLOCK", "Restart by calling sys_restart_syscall"},
+    {517, "EPROBE_DEFER", "Driver requests probe retry"},
+    {518, "EOPENSTALE", "Open found a stale dentry"},
+    {519, "ENOPARAM", "Parameter not supported"},
+    {521, "EBADHANDLE", "Illegal NFS file handle"},
+    {522, "ENOTSYNC", "Update synchronization mismatch"},
+    {523, "EBADCOOKIE", "Cookie is stale"},
+    {524, "ENOTSUPP", "Operation is not supported"},
+    {525, "ETOOSMALL", "Buffer or request is too small"},
+    {526, "ESERVERFAULT", "An untranslatable error occurred"},
+    {527, "EBADTYPE", "Type not supported by server"},
+    {528, "EJUKEBOX", "Request initiated, but will not complete before timeout"},
+    {529, "EIOCBQUEUED", "iocb queued, will get completion event"},
+    {530, "ERECALLCONFLICT", "Conflict with recalled state"},
+};
+
+static const KernelErrno* KernelErrnoOf(int err) {
+  for (const KernelErrno& k : kKernelErrnos)
+    if (k.err == err) return &k;
+  return nullptr;
+}
+
 std::string ErrnoName(int err) {
   if (err < 0) err = -err;
+  if (const KernelErrno* k = KernelErrnoOf(err)) return k->name;
   const char* n = strerrorname_np(err);
   return n ? std::string(n) : "E" + std::to_string(err);
 }
 
 static std::string StrError(int err) {
+  if (const KernelErrno* k = KernelErrnoOf(err)) return k->text;
   char buf[256];
   return std::string(strerror_r(err, buf, sizeof buf));  // GNU variant
 }
@@ -73,12 +110,62 @@ Napi::Error BpfErr(Napi::Env env, const std::string& msg) { return WeftErr(env, 
 
 std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsString()) throw UsageErr(info.Env(), std::string(what) + " must be a string");
-  return info[i].As<Napi::String>().Utf8Value();
+  std::string s = info[i].As<Napi::String>().Utf8Value();
+  if (s.find('\0') != std::string::npos) throw UsageErr(info.Env(), std::string(what) + " must not contain NUL bytes");
+  return s;
+}
+
+bool IsBytes(Napi::Value v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
 }
 
 Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsBuffer()) throw UsageErr(info.Env(), std::string(what) + " must be a Buffer");
+  if (info.Length() <= i || !IsBytes(info[i])) throw UsageErr(info.Env(), std::string(what) + " must be a Buffer");
   return info[i].As<Napi::Buffer<uint8_t>>();
+}
+
+int64_t IntValue(Napi::Env env, Napi::Value v, const std::string& what, int64_t lo, int64_t hi) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  // Compared as doubles before any cast: casting NaN or an out-of-range double to an integer is UB.
+  if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw UsageErr(env, what + " must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi));
+  return static_cast<int64_t>(d);
+}
+
+bool IntOption(Napi::Object o, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  *out = IntValue(o.Env(), v, std::string("options.") + key, lo, hi);
+  return true;
+}
+
+int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i) throw UsageErr(info.Env(), std::string(what) + " must be a number");
+  return static_cast<int>(IntValue(info.Env(), info[i], what, 0, 0x7fffffff));
+}
+
+// ---- instance type tags -----------------------------------------------------------------------
+
+static const napi_type_tag kTags[] = {
+    {0x7765667420627066ULL, 0x6f626a6563740001ULL},  // Object
+    {0x7765667420627066ULL, 0x70726f6772616d02ULL},  // Program
+    {0x7765667420627066ULL, 0x6d61700000000003ULL},  // Map
+    {0x7765667420627066ULL, 0x6c696e6b00000004ULL},  // Link
+    {0x7765667420627066ULL, 0x7463000000000005ULL},  // Tc
+    {0x7765667420627066ULL, 0x736f636b6d617006ULL},  // Sockmap
+    {0x7765667420627066ULL, 0x72696e6762756607ULL},  // Ringbuf
+};
+
+void TagInstance(Napi::Env env, Napi::Object self, Kind kind) {
+  napi_status s = napi_type_tag_object(env, self, &kTags[static_cast<int>(kind)]);
+  if (s != napi_ok) throw UsageErr(env, "cannot tag a native handle");
+}
+
+bool HasKind(Napi::Env env, Napi::Value v, Kind kind) {
+  if (!v.IsObject()) return false;
+  bool result = false;
+  if (napi_check_object_type_tag(env, v, &kTags[static_cast<int>(kind)], &result) != napi_ok) return false;
+  return result;
 }
 
 // ---- libbpf log -----------------------------------------------------------------------------

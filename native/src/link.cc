@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // BpfLink: an owned struct bpf_link* (from an attach or adopted from a pin with bpf_link__open).
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstring>
+#include <string>
 
 #include "weft.h"
 
@@ -9,10 +13,9 @@ namespace weft {
 class BpfLink : public Napi::ObjectWrap<BpfLink>, public EnvCleanup {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "BpfLink",
+    Napi::Function f = DefineClass(env, "BpfLink",
                        {
                            StaticMethod<&BpfLink::Open>("open"),
-                           InstanceAccessor<&BpfLink::Fd>("fd"),
                            InstanceMethod<&BpfLink::Info>("info"),
                            InstanceMethod<&BpfLink::Pin>("pin"),
                            InstanceMethod<&BpfLink::Unpin>("unpin"),
@@ -20,10 +23,13 @@ class BpfLink : public Napi::ObjectWrap<BpfLink>, public EnvCleanup {
                            InstanceMethod<&BpfLink::Detach>("detach"),
                            InstanceMethod<&BpfLink::Close>("close"),
                        });
+    DefineGetter<CheckedGetter<BpfLink, Kind::Link, &BpfLink::Fd>>(f, "fd");
+    return f;
   }
   explicit BpfLink(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfLink>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw UsageErr(info.Env(), "BpfLink cannot be constructed directly; use BpfLink.open(pinPath) or an attach method");
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Link);
     link_ = info[0].As<Napi::External<struct bpf_link>>().Data();
     RegisterCleanup(info.Env());
   }
@@ -41,6 +47,15 @@ class BpfLink : public Napi::ObjectWrap<BpfLink>, public EnvCleanup {
     LibbpfLogClear();
     struct bpf_link* link = bpf_link__open(path.c_str());
     if (link == nullptr) throw SyscallErr(env, "bpf(2) OBJ_GET", errno, "link pin " + path, LibbpfLogTail());
+    // libbpf adopts any pinned object here; a map or program pin is no link (its fd would be used
+    // as one later).
+    char target[64] = {0};
+    std::string proc = "/proc/self/fd/" + std::to_string(bpf_link__fd(link));
+    ssize_t n = readlink(proc.c_str(), target, sizeof(target) - 1);
+    if (n <= 0 || strcmp(target, "anon_inode:bpf-link") != 0) {
+      bpf_link__destroy(link);  // an adopted pin: closes the fd, detaches nothing
+      throw BpfErr(env, "pin " + path + " is not a BPF link (" + std::string(n > 0 ? target : "unknown") + ")");
+    }
     return NewLink(env, link);
   }
 

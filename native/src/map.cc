@@ -27,15 +27,9 @@ static bool IsPerCpu(uint32_t type) {
 class BpfMap : public Napi::ObjectWrap<BpfMap>, public EnvCleanup {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "BpfMap",
+    Napi::Function f = DefineClass(env, "BpfMap",
                        {
                            StaticMethod<&BpfMap::Open>("open"),
-                           InstanceAccessor<&BpfMap::Name>("name"),
-                           InstanceAccessor<&BpfMap::Type>("type"),
-                           InstanceAccessor<&BpfMap::KeySize>("keySize"),
-                           InstanceAccessor<&BpfMap::ValueSize>("valueSize"),
-                           InstanceAccessor<&BpfMap::MaxEntries>("maxEntries"),
-                           InstanceAccessor<&BpfMap::Fd>("fd"),
                            InstanceMethod<&BpfMap::Lookup>("lookup"),
                            InstanceMethod<&BpfMap::Update>("update"),
                            InstanceMethod<&BpfMap::UpdateSocket>("updateSocket"),
@@ -46,12 +40,20 @@ class BpfMap : public Napi::ObjectWrap<BpfMap>, public EnvCleanup {
                            InstanceMethod<&BpfMap::Unpin>("unpin"),
                            InstanceMethod<&BpfMap::Close>("close"),
                        });
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::Name>>(f, "name");
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::Type>>(f, "type");
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::KeySize>>(f, "keySize");
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::ValueSize>>(f, "valueSize");
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::MaxEntries>>(f, "maxEntries");
+    DefineGetter<CheckedGetter<BpfMap, Kind::Map, &BpfMap::Fd>>(f, "fd");
+    return f;
   }
 
   explicit BpfMap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfMap>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw UsageErr(info.Env(), "BpfMap cannot be constructed directly; use BpfMap.open(pin) or BpfObject#map(name)");
     MapInit* init = info[0].As<Napi::External<MapInit>>().Data();
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Map);
     st_ = init->st;
     map_ = init->map;
     ownedFd_ = init->fd;
@@ -198,9 +200,7 @@ class BpfMap : public Napi::ObjectWrap<BpfMap>, public EnvCleanup {
     Napi::Env env = info.Env();
     int fd = LiveFd(env);
     std::vector<uint8_t> key = Key(env, info, 0);
-    if (info.Length() < 2 || !info[1].IsNumber()) throw UsageErr(env, "socketFd must be a number");
-    int64_t sock = info[1].As<Napi::Number>().Int64Value();
-    if (sock < 0 || sock > 0x7fffffff) throw UsageErr(env, "socketFd out of range");
+    int64_t sock = ArgFd(info, 1, "socketFd");
     uint64_t v64 = static_cast<uint64_t>(sock);
     uint32_t v32 = static_cast<uint32_t>(sock);
     const void* val;
@@ -307,11 +307,7 @@ Napi::Object NewMap(Napi::Env env, ObjectStatePtr st, struct bpf_map* map) {
   return Data(env)->bpfMapCtor.New({Napi::External<MapInit>::New(env, &init)});
 }
 
-BpfMap* UnwrapMap(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Data(env)->bpfMapCtor.Value()))
-    throw UsageErr(env, "expected a BpfMap");
-  return BpfMap::Unwrap(v.As<Napi::Object>());
-}
+BpfMap* UnwrapMap(Napi::Env env, Napi::Value v) { return UnwrapKind<BpfMap>(env, v, Kind::Map, "BpfMap"); }
 
 int MapFd(Napi::Env env, BpfMap* m) { return m->LiveFd(env); }
 std::string MapName(BpfMap* m) { return m->name(); }

@@ -88,21 +88,12 @@ bool OptBool(Napi::Object o, const char* k, bool dflt) {
   return v.As<Napi::Boolean>().Value();
 }
 
-bool OptNum(Napi::Object o, const char* k, double* out) {
-  Napi::Value v = o.Get(k);
-  if (v.IsUndefined()) return false;
-  if (!v.IsNumber()) throw UsageErr(o.Env(), std::string(k) + " must be a number");
-  *out = v.As<Napi::Number>().DoubleValue();
-  return true;
-}
-
 // mark, transparent, freebind: what a socket must have before it is bound.
 void ParseSocketFlags(Napi::Object o, SockOpts* s) {
-  double d;
-  if (OptNum(o, "mark", &d)) {
-    if (d < 0 || d > 0xffffffffu) throw UsageErr(o.Env(), "options.mark must be a u32");
+  int64_t mark = 0;
+  if (IntOption(o, "mark", 0, 0xffffffffLL, &mark)) {
     s->hasMark = true;
-    s->mark = static_cast<uint32_t>(d);
+    s->mark = static_cast<uint32_t>(mark);
   }
   s->transparent = OptBool(o, "transparent", false);
   s->freebind = OptBool(o, "freebind", false);
@@ -115,21 +106,21 @@ SockOpts ParseSockOpts(const Napi::CallbackInfo& info, bool forListen) {
   SockOpts s;
   Napi::Value host = o.Get("host");
   if (!host.IsString()) throw UsageErr(env, "options.host must be a string");
-  double port = -1;
-  if (!OptNum(o, "port", &port) || port != static_cast<int>(port)) throw UsageErr(env, "options.port must be an integer");
+  int64_t port = -1;
+  if (!IntOption(o, "port", 0, 65535, &port)) throw UsageErr(env, "options.port must be an integer in 0..65535");
   std::string h = host.As<Napi::String>().Utf8Value();
   if (!ParseAddr(h, static_cast<int>(port), &s.addr)) throw UsageErr(env, "invalid address " + h + ":" + std::to_string(port));
-  double d;
+  int64_t n = 0;
   ParseSocketFlags(o, &s);
   if (forListen) {
-    if (OptNum(o, "backlog", &d)) s.backlog = static_cast<int>(d);
+    if (IntOption(o, "backlog", 0, 0x7fffffff, &n)) s.backlog = static_cast<int>(n);
     s.reuseAddr = OptBool(o, "reuseAddr", true);
     Napi::Value v6 = o.Get("ipv6Only");
     if (!v6.IsUndefined()) s.ipv6Only = OptBool(o, "ipv6Only", false) ? 1 : 0;
   } else {
     Napi::Value la = o.Get("localAddress");
-    double lp = 0;
-    bool hasLp = OptNum(o, "localPort", &lp);
+    int64_t lp = 0;
+    bool hasLp = IntOption(o, "localPort", 0, 65535, &lp);
     if (!la.IsUndefined() || hasLp) {
       std::string lh;
       if (la.IsString()) lh = la.As<Napi::String>().Utf8Value();
@@ -139,10 +130,7 @@ SockOpts ParseSockOpts(const Napi::CallbackInfo& info, bool forListen) {
       if (s.local.family != s.addr.family) throw UsageErr(env, "localAddress and host must be of the same family");
       s.hasLocal = true;
     }
-    if (OptNum(o, "timeoutMs", &d)) {
-      if (d < 1) throw UsageErr(env, "options.timeoutMs must be >= 1");
-      s.timeoutMs = d > 0x7fffffff ? 0x7fffffff : static_cast<int>(d);
-    }
+    if (IntOption(o, "timeoutMs", 1, 0x7fffffff, &n)) s.timeoutMs = static_cast<int>(n);
   }
   return s;
 }
@@ -316,8 +304,7 @@ Napi::Value ConnectInNetns(const Napi::CallbackInfo& info) {
 
 Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) throw UsageErr(env, "fd must be a number");
-  int fd = info[0].As<Napi::Number>().Int32Value();
+  int fd = ArgFd(info, 0, "fd");
   uint64_t cookie = 0;
   socklen_t len = sizeof cookie;
   if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0)
@@ -325,10 +312,7 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, cookie);
 }
 
-int FdArg(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsNumber()) throw UsageErr(info.Env(), "fd must be a number");
-  return info[0].As<Napi::Number>().Int32Value();
-}
+int FdArg(const Napi::CallbackInfo& info) { return ArgFd(info, 0, "fd"); }
 
 // `count` unconnected TCP sockets made inside a netns in one visit (one thread, one setns pair),
 // with the options a socket must have before bind/connect. The caller binds and connects them
@@ -344,8 +328,8 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
   std::string f = fam.As<Napi::String>().Utf8Value();
   if (f != "ipv4" && f != "ipv6") throw UsageErr(env, "options.family must be \"ipv4\" or \"ipv6\"");
   s.addr.family = f == "ipv4" ? AF_INET : AF_INET6;
-  double d = 0;
-  if (!OptNum(o, "count", &d) || d < 1 || d > 1024 || d != static_cast<int>(d)) throw UsageErr(env, "options.count must be an integer in 1..1024");
+  int64_t d = 0;
+  if (!IntOption(o, "count", 1, 1024, &d)) throw UsageErr(env, "options.count must be an integer in 1..1024");
   int count = static_cast<int>(d);
   ParseSocketFlags(o, &s);
   int ns = OpenNetnsOrThrow(env, path);

@@ -11,23 +11,25 @@ namespace weft {
 class BpfObject : public Napi::ObjectWrap<BpfObject>, public EnvCleanup {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "BpfObject",
+    Napi::Function f = DefineClass(env, "BpfObject",
                        {
                            StaticMethod<&BpfObject::Open>("open"),
                            InstanceMethod<&BpfObject::SetGlobal>("setGlobal"),
                            InstanceMethod<&BpfObject::SetMaxEntries>("setMaxEntries"),
                            InstanceMethod<&BpfObject::Load>("load"),
-                           InstanceAccessor<&BpfObject::ProgramNames>("programNames"),
-                           InstanceAccessor<&BpfObject::MapNames>("mapNames"),
                            InstanceMethod<&BpfObject::Program>("program"),
                            InstanceMethod<&BpfObject::Map>("map"),
                            InstanceMethod<&BpfObject::Close>("close"),
                        });
+    DefineGetter<CheckedGetter<BpfObject, Kind::Object, &BpfObject::ProgramNames>>(f, "programNames");
+    DefineGetter<CheckedGetter<BpfObject, Kind::Object, &BpfObject::MapNames>>(f, "mapNames");
+    return f;
   }
 
   explicit BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw UsageErr(info.Env(), "BpfObject cannot be constructed directly; use BpfObject.open(path)");
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Object);
     st_ = *info[0].As<Napi::External<ObjectStatePtr>>().Data();
     RegisterCleanup(info.Env());
   }
@@ -50,6 +52,9 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public EnvCleanup {
       Napi::Value pr = info[1].As<Napi::Object>().Get("pinRoot");
       if (pr.IsString()) pinRoot = pr.As<Napi::String>().Utf8Value();
       else if (!pr.IsUndefined()) throw UsageErr(env, "options.pinRoot must be a string");
+      if (pinRoot.find('\0') != std::string::npos) throw UsageErr(env, "options.pinRoot must not contain NUL bytes");
+    } else if (info.Length() > 1 && !info[1].IsUndefined()) {
+      throw UsageErr(env, "options must be an object");
     }
     bpf_object_open_opts opts{};
     opts.sz = sizeof(opts);
@@ -136,10 +141,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public EnvCleanup {
     Napi::Env env = info.Env();
     Live(env);
     std::string name = ArgString(info, 0, "map");
-    if (info.Length() < 2 || !info[1].IsNumber()) throw UsageErr(env, "maxEntries must be a number");
-    double n = info[1].As<Napi::Number>().DoubleValue();
-    if (n < 0 || n > 0xffffffffu || n != static_cast<double>(static_cast<uint32_t>(n)))
-      throw UsageErr(env, "maxEntries must be a u32");
+    if (info.Length() < 2) throw UsageErr(env, "maxEntries must be a number");
+    int64_t n = IntValue(env, info[1], "maxEntries", 0, 0xffffffffLL);
     if (st_->loaded) throw UsageErr(env, "setMaxEntries('" + name + "') after load()");
     struct bpf_map* m = bpf_object__find_map_by_name(st_->obj, name.c_str());
     if (m == nullptr) throw BpfErr(env, "no map '" + name + "' in " + st_->path);

@@ -11,6 +11,9 @@
 
 namespace weft {
 
+// Largest testRun repeat count (the ring buffer tests use 100k).
+static constexpr int64_t kMaxTestRunRepeat = 10000000;
+
 static int DupFd(Napi::Env env, int fd, const std::string& what) {
   int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (d < 0) throw SyscallErr(env, "fcntl(2) F_DUPFD_CLOEXEC", errno, what);
@@ -35,6 +38,7 @@ class TcAttachment : public Napi::ObjectWrap<TcAttachment>, public EnvCleanup {
   explicit TcAttachment(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TcAttachment>(info) {
     if (info.Length() != 1 || !info[0].IsExternal()) throw UsageErr(info.Env(), "TcAttachment cannot be constructed directly");
     TcInit* init = info[0].As<Napi::External<TcInit>>().Data();
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Tc);
     nsfd_ = init->nsfd;
     init->nsfd = -1;  // ownership moved
     hook_ = init->hook;
@@ -105,6 +109,7 @@ class SockmapAttachment : public Napi::ObjectWrap<SockmapAttachment>, public Env
     if (info.Length() != 1 || !info[0].IsExternal())
       throw UsageErr(info.Env(), "SockmapAttachment cannot be constructed directly");
     SockmapInit* init = info[0].As<Napi::External<SockmapInit>>().Data();
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Sockmap);
     progFd_ = init->progFd;
     mapFd_ = init->mapFd;
     init->progFd = init->mapFd = -1;
@@ -146,11 +151,8 @@ struct ProgramInit {
 class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "BpfProgram",
+    Napi::Function f = DefineClass(env, "BpfProgram",
                        {
-                           InstanceAccessor<&BpfProgram::Name>("name"),
-                           InstanceAccessor<&BpfProgram::Fd>("fd"),
-                           InstanceAccessor<&BpfProgram::SectionName>("sectionName"),
                            InstanceMethod<&BpfProgram::AttachCgroup>("attachCgroup"),
                            InstanceMethod<&BpfProgram::AttachNetns>("attachNetns"),
                            InstanceMethod<&BpfProgram::AttachTc>("attachTc"),
@@ -159,11 +161,16 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
                            InstanceMethod<&BpfProgram::Unpin>("unpin"),
                            InstanceMethod<&BpfProgram::TestRun>("testRun"),
                        });
+    DefineGetter<CheckedGetter<BpfProgram, Kind::Program, &BpfProgram::Name>>(f, "name");
+    DefineGetter<CheckedGetter<BpfProgram, Kind::Program, &BpfProgram::Fd>>(f, "fd");
+    DefineGetter<CheckedGetter<BpfProgram, Kind::Program, &BpfProgram::SectionName>>(f, "sectionName");
+    return f;
   }
   explicit BpfProgram(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfProgram>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw UsageErr(info.Env(), "BpfProgram cannot be constructed directly; use BpfObject#program(name)");
     ProgramInit* init = info[0].As<Napi::External<ProgramInit>>().Data();
+    TagInstance(info.Env(), info.This().As<Napi::Object>(), Kind::Program);
     st_ = init->st;
     prog_ = init->prog;
     name_ = bpf_program__name(prog_);
@@ -220,7 +227,8 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
   Napi::Value AttachTc(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsNumber()) throw UsageErr(env, "attachTc(ifindex, direction, netnsPath?)");
-    int ifindex = info[0].As<Napi::Number>().Int32Value();
+    // Checked, not converted: 2^32 + 1 must not become ifindex 1 (lo).
+    int ifindex = static_cast<int>(IntValue(env, info[0], "ifindex", 1, 0x7fffffff));
     std::string dir = ArgString(info, 1, "direction");
     if (dir != "ingress" && dir != "egress") throw UsageErr(env, "direction must be 'ingress' or 'egress'");
     std::string nsPath;
@@ -305,23 +313,20 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
     int fd = LoadedFd(env);
     std::vector<uint8_t> data(64, 0);  // default: a zeroed 64-byte frame (>= ETH_HLEN for XDP/tc)
     uint32_t repeat = 1;
+    if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsObject()) throw UsageErr(env, "testRun: options must be an object");
     if (info.Length() > 0 && info[0].IsObject()) {
       Napi::Object o = info[0].As<Napi::Object>();
       Napi::Value d = o.Get("data");
-      if (d.IsBuffer()) {
+      if (IsBytes(d)) {
         auto b = d.As<Napi::Buffer<uint8_t>>();
         data.assign(b.Data(), b.Data() + b.Length());
       } else if (!d.IsUndefined()) {
         throw UsageErr(env, "testRun: data must be a Buffer");
       }
       Napi::Value r = o.Get("repeat");
-      if (r.IsNumber()) {
-        double v = r.As<Napi::Number>().DoubleValue();
-        if (v < 1 || v > 0xffffffffu) throw UsageErr(env, "testRun: repeat must be >= 1");
-        repeat = static_cast<uint32_t>(v);
-      } else if (!r.IsUndefined()) {
-        throw UsageErr(env, "testRun: repeat must be a number");
-      }
+      // The kernel runs the program `repeat` times on this thread: bounded so a wild value cannot
+      // hold the event loop for minutes.
+      if (!r.IsUndefined()) repeat = static_cast<uint32_t>(IntValue(env, r, "testRun: repeat", 1, kMaxTestRunRepeat));
     }
     bpf_test_run_opts opts{};
     opts.sz = sizeof(opts);
@@ -346,11 +351,7 @@ Napi::Object NewProgram(Napi::Env env, ObjectStatePtr st, struct bpf_program* pr
   return Data(env)->bpfProgramCtor.New({Napi::External<ProgramInit>::New(env, &init)});
 }
 
-BpfProgram* UnwrapProgram(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Data(env)->bpfProgramCtor.Value()))
-    throw UsageErr(env, "expected a BpfProgram");
-  return BpfProgram::Unwrap(v.As<Napi::Object>());
-}
+BpfProgram* UnwrapProgram(Napi::Env env, Napi::Value v) { return UnwrapKind<BpfProgram>(env, v, Kind::Program, "BpfProgram"); }
 
 struct bpf_program* ProgramHandle(Napi::Env env, BpfProgram* p) {
   p->LoadedFd(env);

@@ -42,21 +42,35 @@ void CallJs(Napi::Env env, Napi::Function cb, CountersPtr* ctx, Batch* batch) {
   std::unique_ptr<Batch> b(batch);
   if (b == nullptr) return;
   size_t n = b->offsets.size();
-  if (env == nullptr || cb.IsEmpty()) {  // tearing down: nobody to deliver to
+  // Tearing down: Node runs the finalizer (which frees ctx) before it hands the batches still queued
+  // back here with no env, so ctx must not be touched then; nobody can read the counters any more.
+  if (env == nullptr) return;
+  if (cb.IsEmpty()) {
+    (*ctx)->dropped += n;
+    return;
+  }
+  Napi::Buffer<uint8_t> buf;
+  Napi::Uint32Array offs;
+  try {
+    buf = Napi::Buffer<uint8_t>::Copy(env, b->data.data(), b->data.size());
+    offs = Napi::Uint32Array::New(env, n + 1);
+    for (size_t i = 0; i < n; i++) offs[i] = b->offsets[i];
+    offs[n] = static_cast<uint32_t>(b->data.size());
+  } catch (const Napi::Error&) {
+    // The environment is going away (a worker being terminated): nothing can be delivered. A C++
+    // exception must not leave this callback: the runtime would call std::terminate.
     (*ctx)->dropped += n;
     return;
   }
   (*ctx)->delivered += n;
-  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, b->data.data(), b->data.size());
-  Napi::Uint32Array offs = Napi::Uint32Array::New(env, n + 1);
-  for (size_t i = 0; i < n; i++) offs[i] = b->offsets[i];
-  offs[n] = static_cast<uint32_t>(b->data.size());
   try {
     cb.Call({buf, offs});
   } catch (const Napi::Error& e) {
     // An exception from the user's onBatch is the user's: surface it as uncaught, like an
     // EventEmitter listener throwing would.
     napi_fatal_exception(env, e.Value());
+  } catch (...) {
+    // Nothing else may escape either (see above).
   }
 }
 
@@ -65,24 +79,25 @@ void CallJs(Napi::Env env, Napi::Function cb, CountersPtr* ctx, Batch* batch) {
 class RingBufferConsumer : public Napi::ObjectWrap<RingBufferConsumer>, public EnvCleanup {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "RingBufferConsumer",
-                       {
-                           InstanceAccessor<&RingBufferConsumer::Delivered>("delivered"),
-                           InstanceAccessor<&RingBufferConsumer::Dropped>("dropped"),
-                           InstanceMethod<&RingBufferConsumer::Close>("close"),
-                       });
+    Napi::Function f = DefineClass(env, "RingBufferConsumer",
+                                   {
+                                       InstanceMethod<&RingBufferConsumer::Close>("close"),
+                                   });
+    DefineGetter<CheckedGetter<RingBufferConsumer, Kind::Ringbuf, &RingBufferConsumer::Delivered>>(f, "delivered");
+    DefineGetter<CheckedGetter<RingBufferConsumer, Kind::Ringbuf, &RingBufferConsumer::Dropped>>(f, "dropped");
+    return f;
   }
 
   // new RingBufferConsumer(map, onBatch(buf: Buffer, offsets: Uint32Array), maxBatch, pollMs)
   explicit RingBufferConsumer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufferConsumer>(info) {
     Napi::Env env = info.Env();
+    TagInstance(env, info.This().As<Napi::Object>(), Kind::Ringbuf);
     if (info.Length() < 2) throw UsageErr(env, "new RingBufferConsumer(map, onBatch, maxBatch?, pollMs?)");
     BpfMap* map = UnwrapMap(env, info[0]);
     if (!info[1].IsFunction()) throw UsageErr(env, "onBatch must be a function");
-    if (info.Length() > 2 && info[2].IsNumber()) maxBatch_ = info[2].As<Napi::Number>().Uint32Value();
-    if (info.Length() > 3 && info[3].IsNumber()) pollMs_ = info[3].As<Napi::Number>().Int32Value();
-    if (maxBatch_ == 0) throw UsageErr(env, "maxBatch must be >= 1");
-    if (pollMs_ <= 0) throw UsageErr(env, "pollMs must be >= 1");
+    // Checked, not converted: -1 must not become a 4-billion-record batch, 2^32 + 5 not 5 ms.
+    if (info.Length() > 2 && !info[2].IsUndefined()) maxBatch_ = static_cast<uint32_t>(IntValue(env, info[2], "maxBatch", 1, 1 << 20));
+    if (info.Length() > 3 && !info[3].IsUndefined()) pollMs_ = static_cast<int>(IntValue(env, info[3], "pollMs", 1, 60000));
     if (MapType(map) != BPF_MAP_TYPE_RINGBUF) throw UsageErr(env, "map " + MapName(map) + " is not a ringbuf");
     name_ = MapName(map);
     int fd = MapFd(env, map);

@@ -3,6 +3,13 @@
 // netns switching helpers and the env-cleanup mixin every resource-owning ObjectWrap uses.
 #pragma once
 
+// A JS exception that cannot be thrown because the environment is going away (a worker being
+// terminated while it is inside one of our calls) is dropped instead of becoming a C++ exception
+// that escapes the callback and aborts the whole process. Defined here, before napi.h, so every
+// translation unit sees the same inline functions.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#endif
 #include <napi.h>
 
 #include <bpf/bpf.h>
@@ -114,7 +121,45 @@ void InitNetns(Napi::Env env, Napi::Object exports, AddonData* data);
 Napi::Object Init(Napi::Env env, Napi::Object exports);
 
 // Argument helpers (throw WEFT_ERR_NATIVE_USAGE on wrong shapes).
+// A string without NUL bytes (a NUL would silently cut a path or a name short in C).
 std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* what);
+// A Buffer or another Uint8Array (other views are refused: their bytes are not what they show).
 Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what);
+bool IsBytes(Napi::Value v);
+// An integer in [lo, hi] given as a JS number (no NaN, no fraction, nothing wrapped modulo 2^32).
+int64_t IntValue(Napi::Env env, Napi::Value v, const std::string& what, int64_t lo, int64_t hi);
+// The same for an optional option: false when absent (undefined).
+bool IntOption(Napi::Object o, const char* key, int64_t lo, int64_t hi, int64_t* out);
+// A file descriptor argument: an integer in 0..INT32_MAX.
+int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what);
+
+// ---- instance type tags -----------------------------------------------------------------------
+// Every ObjectWrap instance carries a type tag of its class, set in its constructor. napi_unwrap
+// alone cannot tell a BpfMap from a BpfObject (both are wrapped by this addon), and a getter called
+// on the wrong receiver (`Object.getOwnPropertyDescriptor(BpfMap.prototype, 'fd').get.call(obj)`)
+// or an argument given a borrowed prototype (`Object.setPrototypeOf(prog, BpfMap.prototype)`) would
+// otherwise reinterpret one C++ object as another.
+enum class Kind { Object, Program, Map, Link, Tc, Sockmap, Ringbuf };
+void TagInstance(Napi::Env env, Napi::Object self, Kind kind);
+bool HasKind(Napi::Env env, Napi::Value v, Kind kind);
+
+// The instance behind `v` when it is a T (tag checked), else WEFT_ERR_NATIVE_USAGE "expected a <what>".
+template <typename T>
+T* UnwrapKind(Napi::Env env, Napi::Value v, Kind kind, const char* what) {
+  if (!HasKind(env, v, kind)) throw UsageErr(env, std::string("expected a ") + what);
+  return T::Unwrap(v.As<Napi::Object>());
+}
+
+// A prototype getter that checks its receiver before touching it (V8 checks methods' receivers,
+// not accessors'). Install with DefineGetter(ctor, "name", ...) after DefineClass.
+template <typename T, Kind K, Napi::Value (T::*Getter)(const Napi::CallbackInfo&)>
+Napi::Value CheckedGetter(const Napi::CallbackInfo& info) {
+  if (!HasKind(info.Env(), info.This(), K)) throw Napi::TypeError::New(info.Env(), "Illegal invocation");
+  return (T::Unwrap(info.This().As<Napi::Object>())->*Getter)(info);
+}
+template <Napi::PropertyDescriptor::GetterCallback Getter>
+void DefineGetter(Napi::Function ctor, const char* name) {
+  ctor.Get("prototype").As<Napi::Object>().DefineProperty(Napi::PropertyDescriptor::Accessor<Getter>(name, napi_configurable));
+}
 
 }  // namespace weft
