@@ -1,6 +1,7 @@
 // HBONE end to end on loopback inside a scratch netns: the pool's client against a server set up as
 // the in-pod HBONE listener is. ztunnel's windows and frame size must be in effect on both ends, and
-// bytes must come back intact through the copy, with and without the HBONE fast path.
+// bytes must come back intact through the copy, with and without the HBONE fast path. Then, without
+// privileges (the pool dials plain loopback): the client's bounds on a server that stalls.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -8,6 +9,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -18,8 +20,8 @@ import { createLogger } from '../agent/log.js';
 import { serverSecureContextOptions } from '../agent/tls/workload.js';
 import { copyBidirectional } from '../agent/ztunnel/copy.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS } from '../agent/ztunnel/hbone.js';
-import { HbonePool } from '../agent/ztunnel/hbone-pool.js';
-import { listenInNetns } from '../native/index.js';
+import { HBONE_CLIENT_LIMITS, HbonePool, HboneTimeout, type HboneClientLimits } from '../agent/ztunnel/hbone-pool.js';
+import { WeftError } from '../agent/errors.js';
 import { RUN_PREFIX, createNetns, deleteNetns, requirePrivileges } from './helpers/privileged.js';
 
 const TD = 'cluster.local';
@@ -39,6 +41,8 @@ async function issue(ca: CertificateAuthority, namespace: string, serviceAccount
 
 test('HBONE: windows and frame size in effect on both ends; bytes intact through tuned and untuned copies', async (t) => {
   if (!requirePrivileges(t)) return;
+  // Loaded here: the tests below run without the native addon.
+  const { listenInNetns } = await import('../native/index.js');
   const ca = await CertificateAuthority.loadOrCreate({ dir: caDir, trustDomain: TD });
   const [clientCert, serverCert] = await Promise.all([issue(ca, 'default', 'client'), issue(ca, 'shop', 'api')]);
   const nsPath = createNetns(NETNS);
@@ -100,4 +104,159 @@ test('HBONE: windows and frame size in effect on both ends; bytes intact through
   // Both CONNECTs shared one pooled connection.
   assert.equal(serverSessions.length, 1);
   assert.equal(serverStreams.length, 2);
+});
+
+// --- the client's bounds (no privileges: the pool dials loopback) ------------------------------------
+
+let certs: Promise<{ client: WorkloadCertificate; server: WorkloadCertificate }> | undefined;
+function boundCerts(): Promise<{ client: WorkloadCertificate; server: WorkloadCertificate }> {
+  certs ??= (async () => {
+    const ca = await CertificateAuthority.loadOrCreate({ dir: caDir, trustDomain: TD });
+    const [client, server] = await Promise.all([issue(ca, 'default', 'client'), issue(ca, 'shop', 'api')]);
+    return { client, server };
+  })();
+  return certs;
+}
+
+function loopbackPool(t: { after: (fn: () => unknown) => void }, port: number, limits: Partial<HboneClientLimits>, onSocket?: (s: net.Socket) => void): HbonePool {
+  const pool = new HbonePool(() => TD, createLogger('test', { level: 'silent' }), {
+    limits,
+    dial: () =>
+      new Promise((resolve, reject) => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        onSocket?.(s);
+        s.once('connect', () => {
+          s.off('error', reject);
+          resolve(s);
+        });
+        s.once('error', reject);
+      }),
+  });
+  t.after(() => pool.close());
+  return pool;
+}
+
+async function listening<T extends net.Server>(t: { after: (fn: () => unknown) => void }, server: T): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+function isTimeout(phase: 'handshake' | 'response') {
+  return (err: unknown): boolean => err instanceof HboneTimeout && err.phase === phase && err.code === 'WEFT_ERR_HBONE';
+}
+
+test('a CONNECT the server never answers: the stream is cancelled at the bound and connect rejects with HboneTimeout; the session serves on', async (t) => {
+  const { client, server } = await boundCerts();
+  const streams: http2.ServerHttp2Stream[] = [];
+  const h2 = http2.createSecureServer({ ...serverSecureContextOptions(server), settings: { ...HBONE_SETTINGS, enablePush: false }, allowHTTP1: false });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on('session', (s) => {
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  });
+  t.after(() => sessions.forEach((s) => s.destroy()));
+  h2.on('stream', (stream, headers) => {
+    streams.push(stream);
+    stream.on('error', () => undefined);
+    // Only this target is answered; every other CONNECT hangs.
+    if (headers[':authority'] === '127.0.0.1:2') stream.respond({ ':status': 200 });
+  });
+  const port = await listening(t, h2);
+  const bound = 300;
+  const pool = loopbackPool(t, port, { connectResponseTimeoutMs: bound });
+  const source = { netns: 'loopback', cert: client };
+
+  const t0 = performance.now();
+  await assert.rejects(pool.connect(source, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:1' }), isTimeout('response'));
+  const ms = performance.now() - t0;
+  assert.ok(ms >= bound - 20 && ms < bound + 1500, `rejected after ${ms.toFixed(0)} ms`);
+  const hung = streams[0]!;
+  if (!hung.closed) await once(hung, 'close');
+  assert.equal(hung.rstCode, http2.constants.NGHTTP2_CANCEL, 'the server saw the stream cancelled');
+
+  const ok = await pool.connect(source, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:2' });
+  assert.equal(pool.stats().connections, 1, 'same session');
+  assert.equal(pool.stats().streams, 1, 'the cancelled stream no longer counts');
+  ok.close();
+});
+
+test('a server that accepts TCP and says nothing: the dial gives up at the handshake bound and closes its socket', async (t) => {
+  const { client, server } = await boundCerts();
+  const accepted: net.Socket[] = [];
+  const silent = net.createServer((s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+  });
+  t.after(() => accepted.forEach((s) => s.destroy()));
+  const port = await listening(t, silent);
+  const bound = 300;
+  const pool = loopbackPool(t, port, { handshakeTimeoutMs: bound });
+  const t0 = performance.now();
+  await assert.rejects(pool.connect({ netns: 'loopback', cert: client }, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:1' }), isTimeout('handshake'));
+  const ms = performance.now() - t0;
+  assert.ok(ms >= bound - 20 && ms < bound + 1500, `rejected after ${ms.toFixed(0)} ms`);
+  const s = accepted[0]!;
+  s.resume();
+  if (!s.destroyed) await once(s, 'close');
+  assert.equal(pool.stats().connections, 0);
+});
+
+test('TLS completes but no HTTP/2 SETTINGS come: HboneTimeout at the handshake bound, connection closed', async (t) => {
+  const { client, server } = await boundCerts();
+  const accepted: tls.TLSSocket[] = [];
+  const mute = tls.createServer(serverSecureContextOptions(server), (s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+  });
+  t.after(() => accepted.forEach((s) => s.destroy()));
+  const port = await listening(t, mute);
+  const bound = 400;
+  const pool = loopbackPool(t, port, { handshakeTimeoutMs: bound });
+  const t0 = performance.now();
+  await assert.rejects(pool.connect({ netns: 'loopback', cert: client }, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:1' }), isTimeout('handshake'));
+  const ms = performance.now() - t0;
+  assert.ok(ms >= bound - 20 && ms < bound + 1500, `rejected after ${ms.toFixed(0)} ms`);
+  assert.equal(accepted.length, 1, 'the TLS handshake itself completed');
+  const s = accepted[0]!;
+  s.resume();
+  if (!s.destroyed) await once(s, 'close');
+});
+
+test('a socket that arrives after the deadline is closed, not leaked', async (t) => {
+  const { client, server } = await boundCerts();
+  const silent = net.createServer((s) => s.on('error', () => undefined));
+  const port = await listening(t, silent);
+  let late: net.Socket | undefined;
+  const pool = new HbonePool(() => TD, createLogger('test', { level: 'silent' }), {
+    limits: { handshakeTimeoutMs: 200 },
+    // Connects at once but hands the socket over only after three times the bound.
+    dial: () =>
+      new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        s.on('error', () => undefined);
+        late = s;
+        setTimeout(() => resolve(s), 600);
+      }),
+  });
+  t.after(() => pool.close());
+  t.after(() => late?.destroy());
+  await assert.rejects(pool.connect({ netns: 'loopback', cert: client }, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:1' }), isTimeout('handshake'));
+  assert.ok(late);
+  if (!late.destroyed) await once(late, 'close');
+  assert.ok(late.destroyed, 'the late socket was closed by the pool');
+});
+
+test('pool limits are checked: a bad value is refused naming the field', () => {
+  for (const limits of [{ handshakeTimeoutMs: 0 }, { connectResponseTimeoutMs: -5 }, { connectResponseTimeoutMs: Number.POSITIVE_INFINITY }] as Array<Partial<HboneClientLimits>>) {
+    const field = Object.keys(limits)[0]!;
+    assert.throws(
+      () => new HbonePool(() => TD, createLogger('test', { level: 'silent' }), { limits }),
+      (err: unknown) => err instanceof WeftError && err.code === 'WEFT_ERR_CONFIG_INVALID' && err.message.includes(field),
+    );
+  }
+  // The client waits longer for an answer than the server's own 10 s bound on reaching its app.
+  assert.ok(HBONE_CLIENT_LIMITS.connectResponseTimeoutMs > 10_000);
+  assert.ok(HBONE_CLIENT_LIMITS.handshakeTimeoutMs <= 10_000);
 });

@@ -93,9 +93,14 @@ export class HbonePool {
    */
   async connect(source: HboneSource, endpointIp: string, expected: SpiffeId[], headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const key = [formatSpiffeId(source.cert.id), source.cert.serial, source.netns, endpointIp, expected.map(formatSpiffeId).sort().join(',')].join('|');
-    const pooled = await this.session(key, source, endpointIp, expected);
-    const stream = pooled.session.request(headers, { endStream: false });
-    pooled.streams++;
+    const pooled = await this.reserve(key, source, endpointIp, expected);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = pooled.session.request(headers, { endStream: false });
+    } catch (err) {
+      pooled.streams--;
+      throw err;
+    }
     stream.once('close', () => {
       pooled.streams--;
     });
@@ -127,23 +132,31 @@ export class HbonePool {
     return stream;
   }
 
-  private async session(key: string, source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<PooledSession> {
-    const live = (this.sessions.get(key) ?? []).find((p) => !p.session.closed && !p.session.destroyed && p.streams < MAX_STREAMS_PER_CONNECTION);
-    if (live) return live;
-    let pending = this.pending.get(key);
-    if (!pending) {
-      pending = this.dial(key, source, endpointIp, expected).finally(() => this.pending.delete(key));
-      this.pending.set(key, pending);
+  /**
+   * A stream slot on a pooled connection to the endpoint, counted before anything else can run: a
+   * burst of callers must not all pick the same connection and push it past the peer's 100
+   * concurrent streams (the excess would wait for a slot that held tunnels never free).
+   */
+  private async reserve(key: string, source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<PooledSession> {
+    for (;;) {
+      const live = (this.sessions.get(key) ?? []).find((p) => !p.session.closed && !p.session.destroyed && p.streams < MAX_STREAMS_PER_CONNECTION);
+      if (live) {
+        live.streams++;
+        return live;
+      }
+      let pending = this.pending.get(key);
+      if (!pending) {
+        pending = this.dial(key, source, endpointIp, expected).finally(() => this.pending.delete(key));
+        this.pending.set(key, pending);
+      }
+      // The new connection joins the pool; look again (others may have taken its slots meanwhile).
+      await pending;
     }
-    const pooled = await pending;
-    // Another caller may have filled it while we waited: open one more when it is full.
-    return pooled.streams < MAX_STREAMS_PER_CONNECTION ? pooled : this.dial(key, source, endpointIp, expected);
   }
 
   /** TCP, TLS and HTTP/2 SETTINGS within one deadline; whatever was opened is closed on failure. */
   private async handshake(source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<http2.ClientHttp2Session> {
     const timeoutMs = this.limits.handshakeTimeoutMs;
-    const started = Date.now();
     let expired = false;
     let tcp: net.Socket | undefined;
     let session: http2.ClientHttp2Session | undefined;
@@ -156,8 +169,8 @@ export class HbonePool {
       // The deadline may have passed while the socket was being made: nobody waits for it now.
       if (expired) throw new HboneTimeout('handshake', endpointIp, timeoutMs);
       tcp.setNoDelay(true);
-      const left = Math.max(1, timeoutMs - (Date.now() - started));
-      const tls = await connectTls({ socket: tcp, cert: source.cert, expected, trustDomain: this.trustDomain(), handshakeTimeoutMs: left });
+      // connectTls's own timer starts later than ours, so the deadline below always speaks first.
+      const tls = await connectTls({ socket: tcp, cert: source.cert, expected, trustDomain: this.trustDomain(), handshakeTimeoutMs: timeoutMs });
       if (expired) {
         tls.destroy();
         throw new HboneTimeout('handshake', endpointIp, timeoutMs);
@@ -168,16 +181,22 @@ export class HbonePool {
         peerMaxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
       });
       session = s;
+      // Node reports 'connect' once our preface is out; the server's SETTINGS ('remoteSettings')
+      // show that an HTTP/2 server is really there.
       await new Promise<void>((resolve, reject) => {
+        let pending = 2;
         const onError = (err: Error): void => reject(err);
         const onClose = (): void => reject(new WeftError(ErrorCodes.HBONE, `HBONE connection to ${endpointIp} closed before its SETTINGS`));
-        s.once('error', onError);
-        s.once('close', onClose);
-        s.once('connect', () => {
+        const step = (): void => {
+          if (--pending > 0) return;
           s.off('error', onError);
           s.off('close', onClose);
           resolve();
-        });
+        };
+        s.once('error', onError);
+        s.once('close', onClose);
+        s.once('connect', step);
+        s.once('remoteSettings', step);
       });
       return s;
     })();
