@@ -482,7 +482,7 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
     if (!v.IsObject() || v.IsArray()) throw ArgTypeErr(env, at + " must be an object { data, fds }");
     Napi::Object o = v.As<Napi::Object>();
     Napi::Value data = o.Get("data");
-    if (!data.IsBuffer()) throw ArgTypeErr(env, at + ".data must be a Buffer");
+    if (!IsBytes(data)) throw ArgTypeErr(env, at + ".data must be a Buffer");  // not a DataView or other view
     auto b = data.As<Napi::Buffer<uint8_t>>();
     if (b.Length() < 1 || b.Length() > kMaxData)
       throw ArgTypeErr(env, at + ".data must be 1.." + std::to_string(kMaxData) + " bytes (got " + std::to_string(b.Length()) + ")");

@@ -22,6 +22,8 @@ import {
   connectInNetns,
   listenInNetns,
   netnsCookie,
+  receiveFds,
+  sendFds,
   socketCookie,
   socketsInNetns,
   tcpQueuedBytes,
@@ -258,6 +260,12 @@ function fixedCases(): void {
     ['socketsInNetns: count 1025', () => socketsInNetns(netnsPath, { family: 'ipv4', count: 1025 }), usage(/count must be an integer/)],
     ['socketsInNetns: family', () => socketsInNetns(netnsPath, { family: 'ipx' as 'ipv4', count: 1 }), usage(/family/)],
     ['socketsInNetns: mark -1', () => socketsInNetns(netnsPath, { family: 'ipv6', count: 1, mark: -1 }), usage(/mark must be an integer/)],
+    // fd handover: argument checks are synchronous TypeErrors naming the argument
+    ['sendFds: DataView data', () => sendFds(join(pinDir, 'no.sock'), [{ data: new DataView(new ArrayBuffer(4)) as unknown as Buffer, fds: [] }], { timeoutMs: 10 }), { typeError: /messages\[0\]\.data must be a Buffer/ }],
+    ['sendFds: Float64Array data', () => sendFds(join(pinDir, 'no.sock'), [{ data: new Float64Array(1) as unknown as Buffer, fds: [] }], { timeoutMs: 10 }), { typeError: /data must be a Buffer/ }],
+    ['sendFds: fd 2^32 + 1', () => sendFds(join(pinDir, 'no.sock'), [{ data: Buffer.from('x'), fds: [2 ** 32 + 1] }], { timeoutMs: 10 }), { typeError: /fds\[0\] must be a non-negative integer fd/ }],
+    ['receiveFds: NUL in the path', () => receiveFds(`${join(pinDir, 'r.sock')}\0x`, { timeoutMs: 10 }), { typeError: /must not contain NUL bytes/ }],
+    ['receiveFds: timeout NaN', () => receiveFds(join(pinDir, 'r.sock'), { timeoutMs: NaN }), { typeError: /timeoutMs must be an integer/ }],
     // codecs: values of the wrong type or range name the type and the field
     ['codec u16: 65536', () => encode(u16, 65536), usage(/65536 is not a u16 \(an integer in 0\.\.65535\)/)],
     ['codec u8: -1', () => encode(u8, -1), usage(/-1 is not a u8/)],
