@@ -354,6 +354,10 @@ test('--flow-log-filter: any JSON is parsed or refused with a usage error naming
   );
   for (const k of ['hasOwnProperty', '__proto__', 'constructor', 'toString']) {
     assert.throws(() => parseFlowLogFilter(`{"whitelist":[{"${k}":[1]}]}`), (e: unknown) => e instanceof WeftError && /unknown FlowFilter field/.test(e.message), k);
+    // And inside the object-valued fields (a workload, an event type, TCP flags).
+    for (const field of ['source_workload', 'event_type', 'tcp_flags']) {
+      assert.throws(() => parseFlowLogFilter(`{"whitelist":[{"${field}":[{"${k}":""}]}]}`), (e: unknown) => e instanceof WeftError && e.code === ErrorCodes.USAGE && /unknown field/.test(e.message), `${field}.${k}`);
+    }
   }
   assertPrototypeUntouched(PROTO_BEFORE);
 });

@@ -200,7 +200,7 @@ const objectOf =
     if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'expected an object';
     const o = v as Record<string, unknown>;
     for (const k of Object.keys(o)) {
-      const check = fields[k];
+      const check = Object.hasOwn(fields, k) ? fields[k] : undefined;
       if (!check) return `unknown field ${k} (expected ${Object.keys(fields).join(', ')})`;
       const problem = check(o[k]);
       if (problem) return `${k}: ${problem}`;
