@@ -62,7 +62,8 @@ export const HBONE_SERVER_LIMITS = {
    * streams would start an app connection here first; this is tighter. */
   resetBurst: 100,
   resetRatePerSecond: 20,
-  /** At most one log line per this interval for refused connections (the rest are counted). */
+  /** At most one log line per this interval for refused connections, and one for handshake
+   * timeouts (a stranger can cause either at will); the rest are counted. */
   refusalLogIntervalMs: 10_000,
 } as const;
 
@@ -137,6 +138,25 @@ interface Connection {
   resetRefilledAt: number;
 }
 
+/** At most one log line per interval for events a stranger can cause at will; the rest are counted
+ * and the next line says how many were left out. */
+class LogBudget {
+  private lastAt = -Infinity;
+  private suppressed = 0;
+  constructor(private readonly intervalMs: number) {}
+  /** The number left out since the last line, or undefined when this one must be left out too. */
+  take(now = Date.now()): number | undefined {
+    if (now - this.lastAt < this.intervalMs) {
+      this.suppressed++;
+      return undefined;
+    }
+    const left = this.suppressed;
+    this.lastAt = now;
+    this.suppressed = 0;
+    return left;
+  }
+}
+
 /** The 4-tuple that names one connection on both the raw and the TLS socket. */
 function connectionKey(s: { localAddress?: string | undefined; localPort?: number | undefined; remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
   return `${s.localAddress ?? ''}|${s.localPort ?? 0}|${s.remoteAddress ?? ''}|${s.remotePort ?? 0}`;
@@ -179,15 +199,19 @@ export class HboneServer {
   private liveStreams = 0;
   private liveSessions = 0;
   private closed = false;
-  private refusalLog = { lastAt: -Infinity, suppressed: 0 };
+  private readonly refusalLog: LogBudget;
+  private readonly timeoutLog: LogBudget;
 
   constructor(private readonly options: HboneServerOptions) {
     this.limits = validLimits(options.limits);
     this.log = options.log;
+    this.refusalLog = new LogBudget(this.limits.refusalLogIntervalMs);
+    this.timeoutLog = new LogBudget(this.limits.refusalLogIntervalMs);
     const l = this.limits;
     this.h2 = http2.createSecureServer({
       ...serverSecureContextOptions(options.cert),
-      // Node's inactivity timer stays as a second line; the absolute deadline is ours.
+      // Node's own timer (inactivity, not absolute) only reports through 'tlsClientError', which
+      // then must destroy the socket; the absolute deadline in onConnection is what bounds a handshake.
       handshakeTimeout: l.handshakeTimeoutMs,
       settings: { ...HBONE_SETTINGS, maxConcurrentStreams: l.maxConcurrentStreams, maxHeaderListSize: l.maxHeaderListSize, enablePush: false },
       allowHTTP1: false,
@@ -199,7 +223,11 @@ export class HboneServer {
     });
     this.h2.on('session', (session) => this.onSession(session));
     this.h2.on('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
-    this.h2.on('tlsClientError', (err: Error, socket: TLSSocket) => this.log.debug({ peer: socket.remoteAddress, err: handshakeFailureReason(err, socket) }, 'HBONE handshake failed'));
+    this.h2.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      this.log.debug({ peer: socket.remoteAddress, err: handshakeFailureReason(err, socket) }, 'HBONE handshake failed');
+      // Node leaves a socket whose handshake errored (or timed out) open once anyone listens here.
+      socket.destroy();
+    });
     this.h2.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
     this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
     this.listener = net.createServer({ noDelay: true }, (raw) => this.onConnection(raw));
@@ -238,14 +266,38 @@ export class HboneServer {
    * closing the listener alone would wait for them. Resolves once the listener closed.
    */
   close(): Promise<void> {
-    this.closed = true;
-    const listening = this.listener.listening;
-    const closed = new Promise<void>((resolve) => (listening ? this.listener.close(() => resolve()) : resolve()));
+    const closed = this.stopListening();
     for (const c of [...this.connections.values()]) {
       c.session?.destroy();
       c.raw.destroy();
     }
     return closed;
+  }
+
+  /**
+   * Stop listening and send every session away gracefully (GOAWAY: no new streams, and a pool opens
+   * a new connection elsewhere), while the tunnels already open run to their end. Connections still
+   * in their handshake are dropped. Resolves once the listener closed.
+   */
+  drain(): Promise<void> {
+    const closed = this.stopListening();
+    for (const c of [...this.connections.values()]) {
+      if (c.state === 'ready' && c.session && !c.session.destroyed) {
+        if (c.idle) clearTimeout(c.idle);
+        c.idle = undefined;
+        c.session.close();
+      } else {
+        c.session?.destroy();
+        c.raw.destroy();
+      }
+    }
+    return closed;
+  }
+
+  private stopListening(): Promise<void> {
+    this.closed = true;
+    if (!this.listener.listening) return Promise.resolve();
+    return new Promise<void>((resolve) => this.listener.close(() => resolve()));
   }
 
   // --- admission ----------------------------------------------------------------------------------
@@ -276,9 +328,12 @@ export class HboneServer {
     raw.once('close', () => this.release(c));
     c.deadline = setTimeout(() => {
       if (c.state !== 'handshaking' && c.state !== 'verified') return;
-      this.log.info({ peer: source, port: c.remotePort, timeoutMs: this.limits.handshakeTimeoutMs, tlsDone: c.state === 'verified' }, 'HBONE handshake timed out');
-      c.state = 'timedOut';
       this.counters.handshakeTimeouts++;
+      const suppressed = this.timeoutLog.take();
+      if (suppressed !== undefined) {
+        this.log.info({ peer: source, port: c.remotePort, timeoutMs: this.limits.handshakeTimeoutMs, tlsDone: c.state === 'verified', suppressed, handshakeTimeouts: this.counters.handshakeTimeouts }, 'HBONE handshake timed out');
+      }
+      c.state = 'timedOut';
       c.session?.destroy();
       raw.destroy();
     }, this.limits.handshakeTimeoutMs);
@@ -291,23 +346,19 @@ export class HboneServer {
     // RST rather than FIN: nothing is owed to a peer over its cap, and no TIME_WAIT is kept for it.
     raw.on('error', () => undefined);
     raw.resetAndDestroy();
-    const now = Date.now();
-    if (now - this.refusalLog.lastAt < this.limits.refusalLogIntervalMs) {
-      this.refusalLog.suppressed++;
-      return;
-    }
+    const suppressed = this.refusalLog.take();
+    if (suppressed === undefined) return;
     this.log.warn(
       {
         peer: source,
         cap,
         limit: cap === 'source' ? this.limits.maxConnectionsPerSource : this.limits.maxConnections,
-        suppressed: this.refusalLog.suppressed,
+        suppressed,
         refusedPerSource: this.counters.refusedPerSource,
         refusedTotal: this.counters.refusedTotal,
       },
       'HBONE connection refused: over the connection cap',
     );
-    this.refusalLog = { lastAt: now, suppressed: 0 };
   }
 
   private release(c: Connection): void {
