@@ -210,8 +210,9 @@ export class HboneServer {
     const l = this.limits;
     this.h2 = http2.createSecureServer({
       ...serverSecureContextOptions(options.cert),
-      // Node's own timer (inactivity, not absolute) only reports through 'tlsClientError', which
-      // then must destroy the socket; the absolute deadline in onConnection is what bounds a handshake.
+      // Node's own timer is an inactivity timer (a one-byte trickle keeps resetting it) and stops at
+      // the end of TLS (a client that then sends no HTTP/2 preface is held forever): the absolute
+      // deadline in onConnection is what bounds a handshake; this one is only a second line.
       handshakeTimeout: l.handshakeTimeoutMs,
       settings: { ...HBONE_SETTINGS, maxConcurrentStreams: l.maxConcurrentStreams, maxHeaderListSize: l.maxHeaderListSize, enablePush: false },
       allowHTTP1: false,
@@ -225,7 +226,7 @@ export class HboneServer {
     this.h2.on('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
     this.h2.on('tlsClientError', (err: Error, socket: TLSSocket) => {
       this.log.debug({ peer: socket.remoteAddress, err: handshakeFailureReason(err, socket) }, 'HBONE handshake failed');
-      // Node leaves a socket whose handshake errored (or timed out) open once anyone listens here.
+      // Whatever failed, the connection goes (a no-op when Node destroyed it already).
       socket.destroy();
     });
     this.h2.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
