@@ -73,6 +73,7 @@ export class CaptureDatapath {
   private skLookup!: BpfProgram;
   readonly enrolled: BpfMap;
   readonly dstTuple: BpfMap;
+  private readonly dstCookie: BpfMap;
   readonly listeners: BpfMap;
   readonly excludedPorts: BpfMap;
   readonly upstreams: BpfMap;
@@ -103,6 +104,7 @@ export class CaptureDatapath {
     const first = this.objects[0]!;
     this.enrolled = first.map('weft_enrolled');
     this.dstTuple = first.map('weft_dst_tuple');
+    this.dstCookie = first.map('weft_dst_cookie');
     this.listeners = first.map('weft_listeners');
     this.excludedPorts = first.map('weft_excl_ports');
     this.upstreams = first.map('weft_upstreams');
@@ -260,9 +262,9 @@ export class CaptureDatapath {
     return () => void this.upstreams.delete(key);
   }
 
-  /** Entries waiting in weft_upstreams (connects in flight), for gauges and leak tests. */
-  pendingUpstreams(): number {
-    return this.upstreams.keys().length;
+  /** Entries of the per-connection maps, which must drain when connections end (gauges, leak tests). */
+  connectionMapEntries(): { originalDstByCookie: number; originalDstByTuple: number; upstreams: number } {
+    return { originalDstByCookie: this.dstCookie.keys().length, originalDstByTuple: this.dstTuple.keys().length, upstreams: this.upstreams.keys().length };
   }
 
   /**

@@ -7,6 +7,8 @@ import { dirname, join } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { pidAlive, sleep } from './sys.js';
 
+const AGENT_NOFILE = 1048576;
+
 /** `sh -c` prologue: join a cgroup first (ip netns exec remounts /sys), then exec the rest. */
 function inCgroup(cgroupDir: string, argv: readonly string[]): string[] {
   return ['-c', `echo $$ > '${join(cgroupDir, 'cgroup.procs').replace(/'/g, `'\\''`)}' && exec "$@"`, 'sh', ...argv];
@@ -46,7 +48,10 @@ export function startContainer(p: { cgroup: string; netns: string; command: read
 }
 
 export function startAgentProcess(a: { cgroup: string; netnsPath: string; argv: readonly string[]; env: NodeJS.ProcessEnv; log: string; cwd: string }): Promise<number> {
-  return spawnDetached(inCgroup(a.cgroup, ['nsenter', `--net=${a.netnsPath}`, '--', ...a.argv]), { cwd: a.cwd, env: a.env, log: a.log });
+  // A node proxy holds two descriptors per proxied connection: give it what a DaemonSet's container
+  // gets (the kernel's nr_open), not the shell's default.
+  const argv = ['sh', '-c', `ulimit -n ${AGENT_NOFILE} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`, 'sh', 'nsenter', `--net=${a.netnsPath}`, '--', ...a.argv];
+  return spawnDetached(inCgroup(a.cgroup, argv), { cwd: a.cwd, env: a.env, log: a.log });
 }
 
 /** A process in the host netns, joined to `cgroup` before it execs (the lab's controller). */

@@ -8,6 +8,7 @@ import { CaptureEventStream } from '../datapath/events.js';
 import { errorMessage } from '../errors.js';
 import { IdentityManager } from '../identity/manager.js';
 import { cgroupId, ownCgroupPath } from '../system/mounts.js';
+import { releaseMemory } from '../system/memory.js';
 import type { Logger } from '../log.js';
 import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
 import { ClusterState, DEFAULT_MESH_SETTINGS, type Workload } from '../state/cluster-state.js';
@@ -144,7 +145,11 @@ export class NodeAgent {
       '/fast_paths': () => ({ fastPaths: formatFastPaths(this.fastPaths) }),
       '/stats/memory': () => ({ process: process.memoryUsage(), heap: v8.getHeapStatistics() }),
     }, {
-      '/memory/trim': () => ({ released: mallocTrim(), process: process.memoryUsage() }),
+      // A full collection, then free C heap pages back to the kernel: memory after a burst, now.
+      '/memory/trim': () => {
+        const r = releaseMemory();
+        return { released: r.released, before: r.before, process: r.after };
+      },
       // POST /fast_paths?set=splice,hbone (or all, none): for new connections from now on.
       '/fast_paths': (q) => ({ fastPaths: formatFastPaths(this.setFastPaths(parseFastPaths(q.get('set') ?? '', 'set'))) }),
     });
@@ -474,7 +479,7 @@ export class NodeAgent {
     return {
       events: this.events.snapshot(),
       /** Entries of the capture maps that must not outlive their connections. */
-      maps: { upstreams: this.datapath.pendingUpstreams() },
+      maps: this.datapath.connectionMapEntries(),
       proxies: Object.fromEntries([...this.proxies].map(([k, p]) => [k, p.stats])),
     };
   }
