@@ -183,6 +183,30 @@ test('failures are retried with growing, capped delays, then the certificate arr
   }
 });
 
+test('retryNow: an identity waiting out a long backoff asks the CA at once when it is back', async () => {
+  const ca = new TestCa(await newCa());
+  ca.failing = true;
+  const timers = new FakeTimers();
+  const m = new IdentityManager({ ca, trustDomain: TD, ttlSeconds: 3600, log, now: () => timers.now, schedule: timers.schedule, random: () => 0.5 });
+  try {
+    const got = m.get('shop', 'api');
+    for (let i = 0; i < 8; i++) timers.fire(await timers.next());
+    const waiting = await timers.next();
+    assert.ok(waiting.delay >= 128_000, `backoff grew to ${waiting.delay} ms`);
+    const attempts = ca.attempts;
+    ca.failing = false;
+    assert.equal(m.retryNow(), 1);
+    const cert = await got;
+    assert.equal(ca.attempts, attempts + 1, 'asked once, without the timer firing');
+    assert.ok(waiting.cancelled, 'the long retry timer is gone');
+    assert.equal(m.snapshot()[0]?.failures, 0);
+    assert.ok(cert.notAfter.getTime() > timers.now);
+    assert.equal(m.retryNow(), 0, 'nothing is waiting any more');
+  } finally {
+    m.close();
+  }
+});
+
 test('when renewal keeps failing the old certificate stays in use until it expires, then expired is emitted', async () => {
   const timers = new FakeTimers();
   // The CA shares the fake clock, so "expired" means the same thing to both.

@@ -334,6 +334,21 @@ export class IdentityManager extends EventEmitter {
       });
   }
 
+  /**
+   * The CA is reachable again (the control-plane stream is back): every identity waiting out a retry
+   * backoff asks now, instead of a timer that may be minutes away while its certificate expires.
+   * Returns how many were retried.
+   */
+  retryNow(): number {
+    let n = 0;
+    for (const e of this.entries.values()) {
+      if (e.fetching || e.nextKind !== 'retry' || e.timer === undefined) continue;
+      n++;
+      void this.fetch(e);
+    }
+    return n;
+  }
+
   private stateOf(e: Entry): CertState {
     if (!e.cert) return 'initializing';
     if (!this.validCert(e)) return 'expired';

@@ -232,6 +232,8 @@ export class NodeAgent {
       }
     }
     this.configProblems = u.problems;
+    // An update means the controller (and its CA) answers: identities backing off try again now.
+    this.identities.retryNow();
     this.state = new ClusterState(u.resources, {
       ...DEFAULT_MESH_SETTINGS,
       trustDomain: this.trustDomain,
@@ -481,6 +483,8 @@ export class NodeAgent {
       /** Entries of the capture maps that must not outlive their connections. */
       maps: this.datapath.connectionMapEntries(),
       proxies: Object.fromEntries([...this.proxies].map(([k, p]) => [k, p.stats])),
+      /** Each pod's HBONE server: refused by caps, handshake timeouts, idle and expired closes, resets. */
+      hboneServers: Object.fromEntries([...this.proxies].map(([k, p]) => [k, p.hboneStats()])),
     };
   }
 

@@ -10,7 +10,6 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
 import { listenInNetns } from '../../native/index.js';
 import type { CaptureDatapath } from '../datapath/capture.js';
 import { APP_MARK, EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
@@ -21,12 +20,12 @@ import type { Logger } from '../log.js';
 import { authorize, effectiveMtlsMode, type ConnectionAttrs } from '../policy/index.js';
 import type { ClusterState, Target, Workload } from '../state/cluster-state.js';
 import type { ConnectionEvent } from '../flows/builder.js';
-import { serverSecureContextOptions, verifyPeer } from '../tls/workload.js';
 import { copyBidirectional } from './copy.js';
 import type { FastPaths } from './fast-paths.js';
 import { spliceBidirectional } from './splice.js';
 import { NetnsSockets } from './netns-sockets.js';
-import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS, connectHeaders, formatAuthority, forwardedFor, parseAuthority } from './hbone.js';
+import { HBONE_PORT, connectHeaders, formatAuthority, forwardedFor } from './hbone.js';
+import { HboneServer, type HbonePeer } from './hbone-server.js';
 import type { HbonePool } from './hbone-pool.js';
 import { HboneRefused } from './hbone-pool.js';
 import { TransparentRouting } from './inpod-routing.js';
@@ -79,9 +78,7 @@ interface AdmittedConnection {
 
 export class PodProxy {
   private readonly servers: net.Server[] = [];
-  private hbone: http2.Http2SecureServer | undefined;
-  /** Live HBONE sessions from peers' pools: closing the server alone would wait for them. */
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private hbone: HboneServer | undefined;
   private readonly sockets = new Set<Duplex>();
   private readonly admitted = new Set<AdmittedConnection>();
   private readonly routing: TransparentRouting;
@@ -104,7 +101,7 @@ export class PodProxy {
     this.routing = new TransparentRouting(workload.netns);
     this.netnsSockets = new NetnsSockets(workload.netns);
     this.onRotated = (key, cert) => {
-      if (key === this.identityKey && this.hbone) this.hbone.setSecureContext(serverSecureContextOptions(cert));
+      if (key === this.identityKey) this.hbone?.setSecureContext(cert);
     };
   }
 
@@ -132,7 +129,7 @@ export class PodProxy {
       datapath.setEnrollment(cookie, EnrollState.READY);
       proxy.log.info({ ip: workload.ip, identity: formatSpiffeId(cert.id) }, 'pod enrolled');
     } catch (err) {
-      proxy.closeListeners();
+      proxy.closeListeners('close');
       throw err;
     }
     return proxy;
@@ -152,28 +149,19 @@ export class PodProxy {
   }
 
   private async listenHbone(cert: WorkloadCertificate): Promise<void> {
-    const server = http2.createSecureServer({
-      ...serverSecureContextOptions(cert),
-      settings: { ...HBONE_SETTINGS, enablePush: false },
-      allowHTTP1: false,
+    const server = new HboneServer({
+      cert,
+      trustDomain: () => this.deps.state().trustDomain,
+      log: this.log,
+      onStream: (stream, headers, peer, target) => void this.onHboneStream(stream, headers, peer, target),
     });
-    server.on('session', (session) => {
-      session.setLocalWindowSize(HBONE_CONNECTION_WINDOW);
-      this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
-    });
-    server.on('secureConnection', (socket: TLSSocket) => {
-      // The handshake already required a certificate from our CA; the trust domain is checked here.
-      const peer = verifyPeer(socket, { trustDomain: this.deps.state().trustDomain });
-      if (!peer.ok) {
-        this.log.info({ peer: socket.remoteAddress, reason: peer.reason }, 'HBONE peer refused');
-        socket.destroy();
-      }
-    });
-    server.on('tlsClientError', (err, socket) => this.log.info({ peer: socket.remoteAddress, err: errorMessage(err) }, 'HBONE handshake refused'));
-    server.on('stream', (stream, headers) => void this.onHboneStream(stream, headers));
-    await listenOn(server, this.listenFd(HBONE_PORT, '0.0.0.0'));
+    await server.listen(this.listenFd(HBONE_PORT, '0.0.0.0'));
     this.hbone = server;
+  }
+
+  /** The HBONE server's counters (refused, timeouts, idle and expired closes, resets). */
+  hboneStats(): ReturnType<HboneServer['stats']> | undefined {
+    return this.hbone?.stats();
   }
 
   private track(s: Duplex): void {
@@ -365,37 +353,28 @@ export class PodProxy {
 
   // --- inbound ------------------------------------------------------------------------------------
 
-  private async onHboneStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
+  /** A CONNECT from a verified peer, to exactly `target` (the HBONE server refused anything else). */
+  private async onHboneStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, peer: HbonePeer, target: { ip: string; port: number }): Promise<void> {
     this.stats.inbound.accepted++;
-    const session = stream.session;
-    const socket = session?.socket as TLSSocket | undefined;
     const refuse = (status: number): void => {
       if (!stream.destroyed && !stream.headersSent) stream.respond({ ':status': status }, { endStream: true });
       else stream.close();
     };
-    if (headers[':method'] !== 'CONNECT') {
-      this.stats.inbound.badRequest++;
-      return refuse(400);
-    }
-    const target = parseAuthority(headers[':authority']);
-    if (!target || target.ip !== this.workload.ip) {
-      this.stats.inbound.badRequest++;
-      return refuse(400);
-    }
-    const peer = socket ? verifyPeer(socket, { trustDomain: this.deps.state().trustDomain }) : undefined;
-    if (!peer?.ok) return refuse(401);
+    // The trust domain was checked at the handshake; it may have changed since (agents follow the controller).
+    if (peer.id.trustDomain !== this.deps.state().trustDomain) return refuse(401);
     const attrs: ConnectionAttrs = {
       sourcePrincipal: principalOf(peer.id),
       sourceNamespace: peer.id.namespace,
-      sourceIp: socket?.remoteAddress ?? '',
+      sourceIp: peer.remoteAddress,
       destinationIp: target.ip,
       destinationPort: target.port,
     };
     // The client's own port travels in `forwarded` (the tunnel's port is the pooled connection's);
     // its address is the tunnel's source, which the client's netns chose, so that is what counts.
     const from = forwardedFor(headers.forwarded);
-    const srcPort = from?.ip === attrs.sourceIp ? from.port : (socket?.remotePort ?? 0);
-    await this.admit({ kind: 'hbone', downstream: stream, attrs, srcPort, peer: peer.id, refuse: (status) => refuse(status), accept: () => stream.respond({ ':status': 200 }) });
+    const srcPort = from?.ip === attrs.sourceIp ? from.port : peer.remotePort;
+    // A target that is not this pod, or a proxy port, is refused by admit() like on every path.
+    await this.admit({ kind: 'hbone', downstream: stream, attrs, srcPort, peer: peer.id, refuse, accept: () => stream.respond({ ':status': 200 }) });
   }
 
   private async onPlaintextInbound(conn: net.Socket): Promise<void> {
@@ -632,13 +611,17 @@ export class PodProxy {
     return closed;
   }
 
-  private closeListeners(): void {
+  /** Close the listeners; HBONE sessions from peers get a GOAWAY ('drain': their open tunnels run to
+   * their end) or are cut ('close'). */
+  private closeListeners(hbone: 'drain' | 'close'): void {
     this.netnsSockets.close();
     for (const s of this.servers.splice(0)) s.close();
-    this.hbone?.close();
+    const server = this.hbone;
     this.hbone = undefined;
+    if (server) void (hbone === 'drain' ? server.drain() : server.close());
     this.deps.identities.off('rotated', this.onRotated);
   }
+
 
   /**
    * Stop proxying: the pod goes back to PENDING (its new connections refused) until another proxy
@@ -652,7 +635,7 @@ export class PodProxy {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'error while stopping the pod proxy');
     }
-    this.closeListeners();
+    this.closeListeners('drain');
     this.log.info('pod proxy stopped');
   }
 
@@ -663,9 +646,8 @@ export class PodProxy {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not mark the pod pending');
     }
-    this.closeListeners();
+    this.closeListeners('close');
     for (const s of this.sockets) s.destroy();
-    for (const session of this.sessions) session.destroy();
   }
 }
 
