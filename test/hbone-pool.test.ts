@@ -182,6 +182,32 @@ test('a CONNECT the server never answers: the stream is cancelled at the bound a
   ok.close();
 });
 
+test('a stream refused by a connection going away (an agent upgrade) is retried once on a fresh connection', async (t) => {
+  const { client, server } = await boundCerts();
+  const h2 = http2.createSecureServer({ ...serverSecureContextOptions(server), settings: { ...HBONE_SETTINGS, enablePush: false }, allowHTTP1: false });
+  const sessions: http2.ServerHttp2Session[] = [];
+  h2.on('session', (s) => sessions.push(s));
+  t.after(() => sessions.forEach((s) => s.destroy()));
+  let answered = 0;
+  h2.on('stream', (stream) => {
+    stream.on('error', () => undefined);
+    if (stream.session === sessions[0]) {
+      // The first connection is going away: it refuses the stream it has not processed.
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR);
+      return;
+    }
+    answered++;
+    stream.respond({ ':status': 200 });
+  });
+  const port = await listening(t, h2);
+  const pool = loopbackPool(t, port, {});
+  const stream = await pool.connect({ netns: 'loopback', cert: client }, '127.0.0.1', [server.id], { ':method': 'CONNECT', ':authority': '127.0.0.1:1' });
+  assert.equal(answered, 1, 'answered on the second connection');
+  assert.equal(sessions.length, 2, 'a fresh connection was opened');
+  stream.close();
+});
+
 test('a server that accepts TCP and says nothing: the dial gives up at the handshake bound and closes its socket', async (t) => {
   const { client, server } = await boundCerts();
   const accepted: net.Socket[] = [];

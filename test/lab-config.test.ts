@@ -163,8 +163,8 @@ spec:
       '3 metadata.name',
       '8 spec.containers[0].command',
       '9 spec.containers[0].ports[0].containerPort',
-      '16 spec.colour',
       '15 spec.ports[0].targetPort',
+      '16 spec.colour',
     ]);
   });
 

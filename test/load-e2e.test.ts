@@ -8,6 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, agentAdminPost, eventually } from '../agent/node/admin-client.js';
+import { agentComplaints } from './helpers/lab-logs.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const LAB = `l${process.pid.toString(36)}`;
@@ -61,13 +62,6 @@ async function backToBaseline(node: string, base: Usage): Promise<Usage> {
   );
 }
 
-/** The agents' warnings and errors (and refusals), for a failure message. */
-function agentComplaints(): string {
-  return lab!.nodes
-    .flatMap((n) => readFileSync(n.agentLog, 'utf8').split('\n').filter((l) => /"level":(40|50|60)|refused|denied/.test(l)).slice(-20).map((l) => `${n.name}: ${l.slice(0, 400)}`))
-    .join('\n');
-}
-
 test('lab up', async (t) => {
   if (!requirePrivileges(t)) return;
   lab = await labUp([join(FIXTURES, 'load-lab.yaml')], { name: LAB });
@@ -81,7 +75,7 @@ test(`${CONCURRENT} concurrent connections held ${HOLD_MS / 1000} s with data fl
   const r = await lab.exec('mesh/client', ['sh', '-c', script], { stdio: 'pipe' });
   const summary = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { opened: number; sent: number; echoed: number; errors: Record<string, number>; openMs: number };
   console.log(`# ${summary.opened} connections opened in ${summary.openMs} ms; ${summary.sent} bytes echoed intact`);
-  assert.equal(r.code, 0, `hold-many: ${r.stdout} ${r.stderr}\nagents said:\n${agentComplaints()}`);
+  assert.equal(r.code, 0, `hold-many: ${r.stdout} ${r.stderr}\nagents said:\n${agentComplaints(lab!)}`);
   assert.equal(summary.opened, CONCURRENT);
   assert.deepEqual(summary.errors, {});
   assert.equal(summary.echoed, summary.sent);
@@ -99,7 +93,7 @@ test(`${CHURN} short connections: every original-destination and pass-through en
   const r = await lab.exec('mesh/client', ['sh', '-c', `ulimit -n "$(ulimit -Hn)" && exec "${process.execPath}" "${join(FIXTURES, 'conn-storm.mjs')}" --targets ${target} --count ${CHURN} --concurrency 200 --bytes 16 --timeout 20000`], { stdio: 'pipe' });
   const summary = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ok: number; failed: number; errors: Record<string, number> };
   console.log(`# ${summary.ok} connections in ${Date.now() - started} ms (${Math.round((summary.ok * 1000) / (Date.now() - started))}/s)`);
-  assert.equal(summary.failed, 0, `errors: ${JSON.stringify(summary.errors)}\nagents said:\n${agentComplaints()}`);
+  assert.equal(summary.failed, 0, `errors: ${JSON.stringify(summary.errors)}\nagents said:\n${agentComplaints(lab!)}`);
   assert.equal(summary.ok, CHURN);
   await backToBaseline('node-a', base.a);
   await backToBaseline('node-b', base.b);

@@ -29,6 +29,8 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --bpffs DIR                   pin directory (default /sys/fs/bpf/weft)
   --state-dir DIR               the agent's own state: this node's pods, kept across restarts (default /var/run/weft/agent)
   --pod-socket PATH             the pod channel the CNI plugin calls (default /var/run/weft/pods.sock)
+  --takeover                    upgrade: take the listening sockets over from the running agent, which drains
+  --drain-seconds N             after handing over, wait this long for live connections to end (default 30)
   --readiness-port N            default 15021 (GET /healthz/ready)
   --admin-port N                loopback admin API, default 15000
   --exclude-outbound-ports L    comma-separated ports never captured outbound
@@ -91,6 +93,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
       bpffs: { type: 'string', default: '/sys/fs/bpf/weft' },
       'state-dir': { type: 'string', default: '/var/run/weft/agent' },
       'pod-socket': { type: 'string', default: '/var/run/weft/pods.sock' },
+      takeover: { type: 'boolean', default: false },
+      'drain-seconds': { type: 'string', default: '30' },
       'readiness-port': { type: 'string' },
       'admin-port': { type: 'string' },
       'exclude-outbound-ports': { type: 'string' },
@@ -122,6 +126,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }
   const log = createLogger('agent', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const node = values.node ?? hostname();
+  const drainSeconds = positiveInt(values['drain-seconds'], '--drain-seconds');
   const controller = new ControllerClient({
     address,
     node,
@@ -145,6 +150,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     bpffs: values.bpffs,
     stateDir: values['state-dir'],
     podSocket: values['pod-socket'],
+    takeover: values.takeover,
     readinessPort: port(values['readiness-port'], 15021, '--readiness-port'),
     adminPort: port(values['admin-port'], 15000, '--admin-port'),
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
@@ -168,10 +174,18 @@ export async function agentCommand(argv: string[]): Promise<number> {
   });
   // Only a process that let go of everything reaches 'exit' by itself: the line proves a clean stop.
   process.once('exit', (code) => log.info({ code }, 'agent exited'));
-  await new Promise<void>((resolve) => {
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
+  const signalled = new Promise<string>((resolve) => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
-  log.info('shutting down; capture stays pinned and fails closed until the next agent is ready');
+  const why = await Promise.race([signalled, agent.handedOverPromise.then(() => 'handed over')]);
+  if (why === 'handed over') {
+    // A new agent serves the node: what we still relay runs to its end (or the grace period).
+    const drainMs = drainSeconds * 1000;
+    const { drained } = await Promise.race([agent.drain(drainMs), signalled.then(() => ({ drained: false }))]);
+    log.info({ drained, drainSeconds }, drained ? 'drained; exiting' : 'drain cut short; exiting');
+  } else {
+    log.info('shutting down; capture stays pinned and fails closed until the next agent is ready');
+  }
   await agent.stop();
   controller.close();
   return 0;

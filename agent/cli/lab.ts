@@ -11,7 +11,8 @@ const USAGE = `usage: weft lab <command> [--name LAB] ...
   status [--json]                                   nodes, pods, services and the state directory
   exec NS/POD -- CMD...                             run a command inside a pod (exit code passed through)
   logs NODE|NS/POD [-f]                             an agent's (or a pod's containers') log
-  restart-agent NODE                                SIGTERM the node's agent, start it again, wait until ready
+  restart-agent NODE [--graceful]                   SIGTERM the node's agent, start it again, wait until ready;
+                                                    --graceful: the new agent takes the sockets over, the old drains
 The lab name defaults to $WEFT_LAB or "weft".`;
 
 interface Parsed {
@@ -20,13 +21,15 @@ interface Parsed {
   json: boolean;
   follow: boolean;
   agents: boolean;
+  /** restart-agent: an upgrade (hand-over) instead of stop and start. */
+  graceful: boolean;
   timeoutMs?: number;
   positional: string[];
   rest: string[];
 }
 
 function parse(argv: string[]): Parsed {
-  const p: Parsed = { files: [], json: false, follow: false, agents: true, positional: [], rest: [] };
+  const p: Parsed = { files: [], json: false, follow: false, agents: true, graceful: false, positional: [], rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -47,6 +50,7 @@ function parse(argv: string[]): Parsed {
     else if (a === '--name' || a.startsWith('--name=')) p.name = value();
     else if (a === '--json') p.json = true;
     else if (a === '--no-agents') p.agents = false;
+    else if (a === '--graceful') p.graceful = true;
     else if (a === '--timeout' || a.startsWith('--timeout=')) {
       const s = Number(value());
       if (!Number.isFinite(s) || s <= 0) throw new WeftError(ErrorCodes.USAGE, '--timeout needs a positive number of seconds');
@@ -188,9 +192,10 @@ export async function labCommand(argv: string[]): Promise<number> {
       }
       case 'restart-agent': {
         const node = args[0];
-        if (!node) throw new WeftError(ErrorCodes.USAGE, 'usage: weft lab restart-agent NODE');
-        const pid = await openLab(p.name).restartAgent(node, { readyTimeoutMs: p.timeoutMs });
-        out(`agent of node ${node} restarted (pid ${pid}) and ready\n`);
+        if (!node) throw new WeftError(ErrorCodes.USAGE, 'usage: weft lab restart-agent NODE [--graceful]');
+        const { graceful } = p;
+        const pid = await openLab(p.name).restartAgent(node, { readyTimeoutMs: p.timeoutMs, graceful });
+        out(graceful ? `agent of node ${node} upgraded in place (pid ${pid}); the old one drains its connections\n` : `agent of node ${node} restarted (pid ${pid}) and ready\n`);
         return 0;
       }
       case undefined:

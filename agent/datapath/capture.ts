@@ -58,6 +58,8 @@ export interface CaptureOptions {
   cgroup: string;
   excludeOutboundPorts?: number[];
   excludeInboundPorts?: number[];
+  /** An upgrade: the previous agent still runs (and drains) beside this one. */
+  alongsideRunningAgent?: boolean;
   log: Logger;
 }
 
@@ -133,7 +135,8 @@ export class CaptureDatapath {
     // are this agent's anyway, and without it every message simply goes to the proxy.
     this.spliceVerdict = msg.attachSockmap(this.splice.socks);
     // No connection of an earlier agent survives it (its proxy sockets died with it): start clean.
-    for (const m of [this.splice.ctl, this.splice.count]) for (const k of m.keys()) m.delete(k);
+    // Not on an upgrade: the old agent still relays (and splices) its connections while it drains.
+    if (!options.alongsideRunningAgent) for (const m of [this.splice.ctl, this.splice.count]) for (const k of m.keys()) m.delete(k);
     this.setSplice(false);
   }
 

@@ -166,6 +166,14 @@ interface Entry {
   waiters: Waiter[];
 }
 
+/** A certificate and its key as one agent hands them to the next. */
+export interface HandedCertificate {
+  namespace: string;
+  serviceAccount: string;
+  keyPem: string;
+  chainPem: string[];
+}
+
 export function identityKey(namespace: string, serviceAccount: string): string {
   return `${namespace}/${serviceAccount}`;
 }
@@ -224,6 +232,37 @@ export class IdentityManager extends EventEmitter {
       // A fetch in flight asks for the old domain: fetch() sees that when it returns and asks again.
       if (!entry.fetching) void this.fetch(entry);
     }
+    return true;
+  }
+
+  /**
+   * Take over a certificate another agent holds (the upgrade hand-over), so the pods it serves need
+   * no round trip to the CA: checked like one from the CA (the chain, the identity, still valid), then
+   * renewed on the usual schedule. Returns false (and fetches as usual) when it cannot be used.
+   */
+  adopt(handed: HandedCertificate): boolean {
+    if (this.closed) return false;
+    const key = identityKey(handed.namespace, handed.serviceAccount);
+    if (this.entries.get(key)?.cert) return false;
+    let cert: WorkloadCertificate;
+    try {
+      const id = validateSpiffeId({ trustDomain: this.td, namespace: handed.namespace, serviceAccount: handed.serviceAccount });
+      cert = workloadCertificateFromChain(id, handed.keyPem, handed.chainPem, this.now());
+      if (this.now() >= cert.notAfter.getTime()) throw new WeftError(ErrorCodes.IDENTITY, 'expired');
+    } catch (err) {
+      this.log.warn({ identity: key, err: errorMessage(err) }, 'handed-over certificate not usable; fetching a new one');
+      return false;
+    }
+    let entry = this.entries.get(key);
+    if (!entry) {
+      entry = { key, id: cert.id, fetching: false, failures: 0, expired: false, waiters: [] };
+      this.entries.set(key, entry);
+    }
+    entry.cert = cert;
+    if (!entry.fetching) this.armTimers(entry, cert);
+    const waiters = entry.waiters;
+    entry.waiters = [];
+    for (const w of waiters) w.resolve(cert);
     return true;
   }
 
@@ -311,7 +350,17 @@ export class IdentityManager extends EventEmitter {
   }
 
   /** For the admin cert dump. */
-  snapshot(): CertSnapshot[] {
+/** The valid certificates with their keys, for the next agent (upgrade hand-over; never logged). */
+  exportCertificates(): HandedCertificate[] {
+    const out: HandedCertificate[] = [];
+    for (const e of this.entries.values()) {
+      const cert = this.validCert(e);
+      if (cert) out.push({ namespace: cert.id.namespace, serviceAccount: cert.id.serviceAccount, keyPem: cert.keyPem, chainPem: cert.chainPem });
+    }
+    return out;
+  }
+
+    snapshot(): CertSnapshot[] {
     const now = this.now();
     return [...this.entries.values()]
       .sort((a, b) => a.key.localeCompare(b.key))

@@ -51,6 +51,7 @@ import { ObserverClient } from '../relay/client.js';
 import { writeObserverCredentialFiles } from '../flows/observer-tls.js';
 import { RELAY_PORT } from '../relay/server.js';
 import { podChannelRequest, toRequest, type LocalPod } from '../node/pod-channel.js';
+import { agentAdminGet } from '../node/admin-client.js';
 import { cgroupPidsDeep, hostRoutes, killCgroupTree, linkNames, netnsList, pidAlive, requireRoot, rmdirCgroupTree, sleep } from './sys.js';
 
 // WEFT_LAB_LOG_LEVEL quiets the lab's own log (the demo prints progress instead) without touching the agents'.
@@ -818,7 +819,7 @@ export function agentEntry(): string {
   return process.env.WEFT_AGENT_ENTRY ?? join(REPO_ROOT, 'dist', 'agent', 'cli', 'main.js');
 }
 
-async function startAgentFor(state: LabState, names: LabNames, node: NodeState): Promise<void> {
+async function startAgentFor(state: LabState, names: LabNames, node: NodeState, extraArgs: readonly string[] = []): Promise<void> {
   mkdirSync(node.bpffs, { recursive: true });
   const controller = state.controller;
   if (!controller) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${state.name}" has no controller; agents need one (run "weft lab down" and "weft lab up")`);
@@ -860,6 +861,7 @@ async function startAgentFor(state: LabState, names: LabNames, node: NodeState):
     observer.certFile,
     '--observer-key',
     observer.keyFile,
+    ...extraArgs,
   ];
   const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LAB: state.name, WEFT_NODE_NAME: node.name, WEFT_NODE_IP: node.ip };
   const pid = await startAgentProcess({ cgroup: node.agentCgroup, netnsPath: node.netnsPath, argv, env, log: node.agentLog, cwd: REPO_ROOT });
@@ -1090,10 +1092,35 @@ export class LabHandle {
     return state.controller!.pid!;
   }
 
-  /** SIGTERM, wait for exit, start again, wait ready. Returns the new pid. */
-  async restartAgent(node: string, opts: { readyTimeoutMs?: number; timeoutMs?: number } = {}): Promise<number> {
-    await this.stopAgent(node, 'SIGTERM', opts);
-    return this.startAgent(node, opts);
+  /**
+   * SIGTERM, wait for exit, start again, wait ready. Returns the new pid. `graceful`: an upgrade
+   * instead — the new agent starts beside the old one and takes its listening sockets over; the old
+   * one drains its live connections (`drainSeconds`) and exits by itself. Nothing is refused or reset.
+   */
+  async restartAgent(node: string, opts: { readyTimeoutMs?: number; timeoutMs?: number; graceful?: boolean; drainSeconds?: number } = {}): Promise<number> {
+    if (!opts.graceful) {
+      await this.stopAgent(node, 'SIGTERM', opts);
+      return this.startAgent(node, opts);
+    }
+    requireRoot();
+    const state = this.state;
+    const n = findNode(state, node);
+    const old = n.agentPid;
+    if (old === undefined || !pidAlive(old)) throw new WeftError(ErrorCodes.LAB_STATE, `no agent runs on node ${node} to take over from`);
+    await startAgentFor(state, this.names, n, ['--takeover', '--drain-seconds', String(opts.drainSeconds ?? 30)]);
+    const pid = n.agentPid!;
+    // The old agent answers readiness until it has handed over: wait for the new one's own answer.
+    const deadline = Date.now() + readyTimeout(opts);
+    for (;;) {
+      const dump = await agentAdminGet<{ pid?: number }>(n.netnsPath, '/config_dump').catch(() => undefined);
+      if (dump?.pid === pid) break;
+      if (!pidAlive(pid)) throw new WeftError(ErrorCodes.LAB, `the new agent of node ${node} (pid ${pid}) exited before taking over; see ${n.agentLog}`);
+      if (Date.now() > deadline) throw new WeftError(ErrorCodes.LAB, `the new agent of node ${node} (pid ${pid}) did not take over within ${readyTimeout(opts)} ms; see ${n.agentLog}`);
+      await sleep(50);
+    }
+    await waitAgentReady(state, n, readyTimeout(opts));
+    log.info({ node, old, pid }, 'agent upgraded; the old one drains');
+    return pid;
   }
 }
 

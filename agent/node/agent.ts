@@ -5,7 +5,7 @@ import v8 from 'node:v8';
 import { mallocTrim, netnsCookie } from '../../native/index.js';
 import { CaptureDatapath } from '../datapath/capture.js';
 import { CaptureEventStream } from '../datapath/events.js';
-import { errorMessage } from '../errors.js';
+import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { IdentityManager } from '../identity/manager.js';
 import { cgroupId, ownCgroupPath } from '../system/mounts.js';
 import { releaseMemory } from '../system/memory.js';
@@ -21,11 +21,13 @@ import { FlowStore } from '../flows/store.js';
 import { ObserverServer, type ObserverServeOptions } from '../flows/observer-server.js';
 import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
-import { PodProxy, type EnrolledWorkload } from '../ztunnel/inpod.js';
+import { PodProxy, type EnrolledWorkload, type ListenerFds } from '../ztunnel/inpod.js';
+import { awaitHandover, sendHandover } from './handover.js';
+import { closeSync } from 'node:fs';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';
 import { formatFastPaths, parseFastPaths, type FastPaths } from '../ztunnel/fast-paths.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
-import { LocalPodStore, PodChannel, podKeyOf, type CaptureState, type LocalPod } from './pod-channel.js';
+import { LocalPodStore, PodChannel, podChannelRequest, podKeyOf, type CaptureState, type LocalPod } from './pod-channel.js';
 import { enrolledByLabels } from '../registry/types.js';
 import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
@@ -58,11 +60,15 @@ export interface AgentOptions {
   stateDir: string;
   /** The pod channel's unix socket (the CNI plugin's and the lab's way to add and delete pods). */
   podSocket: string;
+  /** An upgrade: take the listening sockets over from the agent running now (it then drains). */
+  takeover?: boolean;
   version: string;
   log: Logger;
 }
 
 const LOST_EVENTS_POLL_MS = 1000;
+/** How long either side of an upgrade waits for the other. */
+const HANDOVER_TIMEOUT_MS = 15_000;
 /** A pod whose proxy could not start is tried again after this long (it stays PENDING meanwhile). */
 const RETRY_ENROLL_MS = 2000;
 
@@ -75,6 +81,27 @@ type PodDecision =
 /** Every this many housekeeping rounds, the C heap's free pages go back to the kernel: TLS, HTTP/2
  * and socket buffers of a burst are freed by then, but glibc would keep them (~30 MB after bulk). */
 const TRIM_EVERY_ROUNDS = 10;
+
+/** Bind, retrying while the port is still held (by the agent handing over to us), up to 5 s. */
+async function whenPortFree(bind: () => Promise<void>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      return await bind();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
 
 export class NodeAgent {
   private state = new ClusterState([]);
@@ -90,6 +117,10 @@ export class NodeAgent {
   private readonly captured = new Map<string, { cookie: bigint; netns: string }>();
   private decisions = new Map<string, PodDecision>();
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Listening sockets a previous agent handed over, by pod key, until a proxy takes them. */
+  private readonly inherited = new Map<string, { netns: string; fds: ListenerFds }>();
+  private takingOver = false;
+  private handedOver = false;
   private readonly podStore: LocalPodStore;
   private readonly podChannel: PodChannel;
   private configProblems: string[] = [];
@@ -135,7 +166,7 @@ export class NodeAgent {
     });
     this.metricsServer = new MetricsServer(this.metrics);
     this.podStore = new LocalPodStore(join(options.stateDir, 'pods'));
-    this.podChannel = new PodChannel({ add: (pod) => this.addPod(pod), del: (key) => this.deletePod(key) }, options.log);
+    this.podChannel = new PodChannel({ add: (pod) => this.addPod(pod), del: (key) => this.deletePod(key), handOver: (path) => this.handOver(path) }, options.log);
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
       '/config_dump': () => this.configDump(),
@@ -168,6 +199,7 @@ export class NodeAgent {
       cgroup: this.options.cgroup,
       excludeOutboundPorts: this.options.excludeOutboundPorts,
       excludeInboundPorts: this.options.excludeInboundPorts,
+      alongsideRunningAgent: this.options.takeover === true,
       log,
     });
     // This process's sockets in pod netns are the proxy's own: capture must let them through.
@@ -175,28 +207,38 @@ export class NodeAgent {
     this.datapath.registerProxyCgroup(cgroupId(proxyCgroup));
     this.setFastPaths(this.fastPaths);
     log.info({ ...this.datapath.report, uptimeMs: Math.round(process.uptime() * 1000), proxyCgroup, cgroup: this.options.cgroup, bpffs: this.options.bpffs, fastPaths: formatFastPaths(this.fastPaths) }, 'capture datapath loaded');
+    // The pods this node already had (kept by the previous agent).
+    for (const pod of this.podStore.load(log)) this.localPods.set(podKeyOf(pod), pod);
+    const sync = new Promise<void>((resolve) => {
+      this.options.source.start((u) => {
+        this.apply(u);
+        resolve();
+      });
+    });
+    if (this.options.takeover) {
+      // An upgrade: the running agent serves until we are ready to, then hands its sockets over.
+      this.takingOver = true;
+      await sync;
+      await this.takeOver();
+      this.takingOver = false;
+    }
+    // Captured again before anything else: PENDING where no proxy serves yet (nothing handed over).
+    this.reconcile();
     this.events = new CaptureEventStream(this.datapath, log);
     this.events.subscribe((e) => {
       if (e.kind === 'REFUSED') log.info({ event: e }, 'capture refused a connection');
       else log.debug({ event: e }, 'capture event');
       this.flows.capture(e, (cookie) => this.podOfCookie(cookie));
     });
-    // The pods this node already had (kept by the previous agent): captured again before anything else.
-    for (const pod of this.podStore.load(log)) this.localPods.set(podKeyOf(pod), pod);
-    this.reconcile();
     await this.podChannel.listen(this.options.podSocket);
-    await this.admin.listen(this.options.adminPort);
-    await this.readiness.listen('0.0.0.0', this.options.readinessPort);
-    await this.observer.serve(this.options.observerPort, this.options.observer);
-    await this.metricsServer.listen('0.0.0.0', this.options.metricsPort);
+    // After a hand-over the old agent frees these ports a moment later: wait for them.
+    await whenPortFree(() => this.admin.listen(this.options.adminPort));
+    await whenPortFree(() => this.readiness.listen('0.0.0.0', this.options.readinessPort));
+    await whenPortFree(() => this.observer.serve(this.options.observerPort, this.options.observer));
+    await whenPortFree(() => this.metricsServer.listen('0.0.0.0', this.options.metricsPort));
     this.housekeeping = setInterval(() => this.refreshGauges(), LOST_EVENTS_POLL_MS);
     this.housekeeping.unref();
-    await new Promise<void>((resolve) => {
-      this.options.source.start((u) => {
-        this.apply(u);
-        resolve();
-      });
-    });
+    await sync;
     this.synced = true;
     this.removeStaleCapture();
     await Promise.allSettled([...this.starting.values()]);
@@ -239,7 +281,8 @@ export class NodeAgent {
       trustDomain: this.trustDomain,
       rootNamespace: this.options.rootNamespace,
     });
-    this.reconcile();
+    // While taking over, the running agent still serves: nothing here may touch capture yet.
+    if (!this.takingOver) this.reconcile();
   }
 
   /** Pod channel ADD: capture is attached (or the pod found not enrolled) before this resolves. */
@@ -358,7 +401,8 @@ export class NodeAgent {
     const pod = this.localPods.get(key)!;
     try {
       const cookie = netnsCookie(pod.netns);
-      this.datapath.setEnrollment(cookie, EnrollState.PENDING);
+      // A pod whose listeners were handed over stays READY: they never stopped accepting.
+      if (!this.inherited.has(key)) this.datapath.setEnrollment(cookie, EnrollState.PENDING);
       this.datapath.attachNetns(cookie, pod.netns);
       this.captured.set(key, { cookie, netns: pod.netns });
       return true;
@@ -390,6 +434,10 @@ export class NodeAgent {
 
   private startProxy(key: string, w: EnrolledWorkload): void {
     const { cookie } = this.captured.get(key)!;
+    const handed = this.inherited.get(key);
+    this.inherited.delete(key);
+    const inherited = handed && handed.netns === w.netns ? handed.fds : undefined;
+    if (handed && !inherited) for (const fd of Object.values(handed.fds)) closeFd(fd);
     const started = PodProxy.start(w, cookie, {
       datapath: this.datapath,
       state: () => this.state,
@@ -399,7 +447,7 @@ export class NodeAgent {
       flows: (e) => this.flows.connection(e),
       fastPaths: () => this.fastPaths,
       localProxy: (ip) => this.proxyByIp(ip),
-    }).then(
+    }, inherited).then(
       (proxy) => {
         this.starting.delete(key);
         const d = this.decisions.get(key);
@@ -419,6 +467,76 @@ export class NodeAgent {
       },
     );
     this.starting.set(key, started);
+  }
+
+  /** The new agent's side of an upgrade: certificates and listening sockets from the running agent. */
+  private async takeOver(): Promise<void> {
+    const { log } = this.options;
+    const path = join(this.options.stateDir, 'handover.sock');
+    const waiting = awaitHandover(path, HANDOVER_TIMEOUT_MS, closeFd);
+    try {
+      const r = await podChannelRequest(this.options.podSocket, 'handover', { path }, HANDOVER_TIMEOUT_MS);
+      if (r.status !== 200) throw new WeftError(ErrorCodes.AGENT, `the running agent refused: ${String(r.body.error)}`);
+    } catch (err) {
+      // Nobody to take over from (or it could not): start as usual, capture fails closed meanwhile.
+      log.warn({ err: errorMessage(err) }, 'no hand-over; starting afresh');
+      await waiting.cancel().catch(() => undefined);
+      await waiting.result.catch(() => undefined);
+      return;
+    }
+    const handover = await waiting.result;
+    if (!handover) return;
+    let adopted = 0;
+    for (const c of handover.certificates) if (this.identities.adopt(c)) adopted++;
+    for (const [key, l] of handover.listeners) this.inherited.set(key, l);
+    log.info({ pods: handover.listeners.size, certificates: adopted }, 'took over from the running agent');
+  }
+
+  /**
+   * The running agent's side of an upgrade: hand every pod proxy's listening sockets and the
+   * certificates to the new agent at `path`, then stop accepting, stop serving the node's ports (so
+   * the new agent can bind them) and drain. Capture stays READY all along.
+   */
+  private async handOver(path: string): Promise<{ pods: number }> {
+    if (this.handedOver) throw new WeftError(ErrorCodes.AGENT, 'already handed over');
+    this.handedOver = true;
+    const listeners = new Map([...this.proxies].map(([key, p]) => [key, { netns: p.workload.netns, fds: p.listenerFds() }]));
+    try {
+      await sendHandover(path, { certificates: this.identities.exportCertificates(), listeners }, HANDOVER_TIMEOUT_MS);
+    } catch (err) {
+      this.handedOver = false;
+      throw err;
+    }
+    // The new agent holds every socket now: stop accepting, and free the node's ports for it (it
+    // retries binding them meanwhile; the data path does not wait for them).
+    this.options.source.close();
+    clearInterval(this.housekeeping);
+    clearTimeout(this.retryTimer);
+    this.events.close();
+    for (const p of this.proxies.values()) p.handOver();
+    this.podChannel.stopListening();
+    setImmediate(() => {
+      this.metricsServer.close();
+      this.readiness.close();
+      this.admin.close();
+      void this.observer.close().finally(() => this.onHandedOver());
+    });
+    this.options.log.info({ pods: listeners.size }, 'handed over to the new agent; draining');
+    return { pods: listeners.size };
+  }
+
+  // (declared in this order: the promise's executor sets the resolver, which must exist first)
+  private onHandedOver: () => void = () => undefined;
+  /** Resolves once this agent has handed over to a new one (it should then drain and exit). */
+  readonly handedOverPromise = new Promise<void>((resolve) => (this.onHandedOver = resolve));
+
+  /** After a hand-over: wait until every relayed connection ended, or `graceMs`. */
+  async drain(graceMs: number): Promise<{ drained: boolean }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+    const drained = await Promise.race([Promise.all([...this.proxies.values()].map((p) => p.drained())).then(() => true), timeout]);
+    clearTimeout(timer);
+    return { drained };
   }
 
   private retryLater(): void {
@@ -453,6 +571,7 @@ export class NodeAgent {
   private configDump(): unknown {
     return {
       node: this.options.node,
+      pid: process.pid,
       trustDomain: this.trustDomain,
       bpffs: this.options.bpffs,
       cgroup: this.options.cgroup,
@@ -492,13 +611,14 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.options.source.close();
     clearInterval(this.housekeeping);
-    this.observer.close();
+    await this.observer.close();
     this.metricsServer.close();
     await this.options.flowLog?.close();
     clearTimeout(this.retryTimer);
     this.podChannel.close();
     await Promise.allSettled([...this.starting.values()]);
-    for (const p of this.proxies.values()) p.shutdown();
+    // After a hand-over the pods are the new agent's: leave their capture READY.
+    for (const p of this.proxies.values()) p.shutdown({ keepCapture: this.handedOver });
     this.proxies.clear();
     this.pool.close();
     this.identities.close();

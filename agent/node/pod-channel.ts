@@ -6,6 +6,8 @@
 //
 //   POST /v1/cni/add   {containerId, netns, podNamespace, podName, ips, labels?, namespaceLabels?}
 //   POST /v1/cni/del   {containerId, podNamespace, podName}
+//   POST /v1/handover  {path}: a new agent (an upgrade) asks this one for its listening sockets,
+//                      sent to the unix socket at `path` (agent/node/handover.ts)
 //
 // The network namespace the privileged agent enters comes from here (the runtime) only, never from
 // an object a tenant can write. Served on a unix socket that only root can reach. Every pod is kept
@@ -36,9 +38,11 @@ export interface PodChannelHandlers {
   /** Attach capture (or decide the pod is not enrolled) and resolve with the state it is in. */
   add(pod: LocalPod): Promise<CaptureState>;
   del(key: { namespace: string; name: string; containerId: string }): Promise<void>;
+  handOver(path: string): Promise<{ pods: number }>;
 }
 
 const MAX_BODY = 64 * 1024;
+const ROUTES = new Set(['/v1/cni/add', '/v1/cni/del', '/v1/handover']);
 const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 export const podKeyOf = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;
@@ -141,7 +145,7 @@ export class PodChannel {
     const reply = (status: number, body: unknown): void => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
     };
-    if (req.method !== 'POST' || (req.url !== '/v1/cni/add' && req.url !== '/v1/cni/del')) return reply(404, { error: 'not found' });
+    if (req.method !== 'POST' || !req.url || !ROUTES.has(req.url)) return reply(404, { error: 'not found' });
     let body: unknown;
     try {
       body = JSON.parse(await readBody(req));
@@ -153,6 +157,11 @@ export class PodChannel {
         const pod = parseAdd(body);
         const state = await this.handlers.add(pod);
         return reply(200, { state });
+      }
+      if (req.url === '/v1/handover') {
+        const path = (body as { path?: unknown } | null)?.path;
+        if (typeof path !== 'string' || !path.startsWith('/')) throw new WeftError(ErrorCodes.USAGE, 'path: an absolute path');
+        return reply(200, await this.handlers.handOver(path));
       }
       await this.handlers.del(parseDel(body));
       return reply(200, {});
@@ -175,6 +184,11 @@ export class PodChannel {
       });
     });
     chmodSync(path, 0o600);
+  }
+
+  /** Stop accepting (the socket file goes); a request being answered still gets its answer. */
+  stopListening(): void {
+    this.server.close();
   }
 
   close(): void {
@@ -202,11 +216,11 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 }
 
 /** Send one request to an agent's pod channel (the lab and tests; the CNI plugin speaks the same). */
-export function podChannelRequest(socketPath: string, op: 'add' | 'del', body: Record<string, unknown>, timeoutMs = 30_000): Promise<{ status: number; body: Record<string, unknown> }> {
+export function podChannelRequest(socketPath: string, op: 'add' | 'del' | 'handover', body: Record<string, unknown>, timeoutMs = 30_000): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body);
     const req = http.request(
-      { socketPath, path: `/v1/cni/${op}`, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, timeout: timeoutMs },
+      { socketPath, path: op === 'handover' ? '/v1/handover' : `/v1/cni/${op}`, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, timeout: timeoutMs },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

@@ -38,12 +38,21 @@ export interface HbonePoolOptions {
 interface PooledSession {
   session: http2.ClientHttp2Session;
   streams: number;
+  /** It refused a stream (the peer is going away): no new streams on it. */
+  retired?: boolean;
 }
 
 /** An HBONE CONNECT that the peer refused: `status` is the HTTP status (401 denied, 503 unreachable). */
 export class HboneRefused extends WeftError {
   constructor(readonly status: number) {
     super(ErrorCodes.HBONE, `HBONE CONNECT refused with status ${status}`);
+  }
+}
+
+/** The peer refused a stream before processing it (REFUSED_STREAM): it may be tried again. */
+class StreamRefused extends WeftError {
+  constructor(endpoint: string) {
+    super(ErrorCodes.HBONE, `HBONE stream refused by ${endpoint} before it was processed`);
   }
 }
 
@@ -93,6 +102,20 @@ export class HbonePool {
    */
   async connect(source: HboneSource, endpointIp: string, expected: SpiffeId[], headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const key = [formatSpiffeId(source.cert.id), source.cert.serial, source.netns, endpointIp, expected.map(formatSpiffeId).sort().join(',')].join('|');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.open(key, source, endpointIp, expected, headers);
+      } catch (err) {
+        // REFUSED_STREAM means the peer never processed the stream (HTTP/2 guarantees it), e.g. it
+        // sent GOAWAY as we opened it because its agent is being upgraded: safe to try once more,
+        // on a fresh connection (the one that refused is closing).
+        if (!(err instanceof StreamRefused) || attempt >= 2) throw err;
+        this.log.debug({ endpoint: endpointIp }, 'HBONE stream refused by a closing connection; retrying');
+      }
+    }
+  }
+
+  private async open(key: string, source: HboneSource, endpointIp: string, expected: SpiffeId[], headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const pooled = await this.reserve(key, source, endpointIp, expected);
     let stream: http2.ClientHttp2Stream;
     try {
@@ -112,18 +135,18 @@ export class HbonePool {
         reject(new HboneTimeout('response', endpointIp, timeoutMs));
       }, timeoutMs);
       const settle = (): void => clearTimeout(timer);
+      const refused = (): boolean => stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
       stream.once('response', (h) => {
         settle();
         resolve(Number(h[':status']));
       });
-      stream.once('error', (err) => {
+      const fail = (err: Error): void => {
         settle();
-        reject(err);
-      });
-      stream.once('close', () => {
-        settle();
-        reject(new WeftError(ErrorCodes.HBONE, `HBONE stream closed before a response (code ${stream.rstCode})`));
-      });
+        if (refused()) pooled.retired = true;
+        reject(refused() ? new StreamRefused(endpointIp) : err);
+      };
+      stream.once('error', fail);
+      stream.once('close', () => fail(new WeftError(ErrorCodes.HBONE, `HBONE stream closed before a response (code ${stream.rstCode})`)));
     });
     if (status !== 200) {
       stream.close();
@@ -139,7 +162,7 @@ export class HbonePool {
    */
   private async reserve(key: string, source: HboneSource, endpointIp: string, expected: SpiffeId[]): Promise<PooledSession> {
     for (;;) {
-      const live = (this.sessions.get(key) ?? []).find((p) => !p.session.closed && !p.session.destroyed && p.streams < MAX_STREAMS_PER_CONNECTION);
+      const live = (this.sessions.get(key) ?? []).find((p) => !p.retired && !p.session.closed && !p.session.destroyed && p.streams < MAX_STREAMS_PER_CONNECTION);
       if (live) {
         live.streams++;
         return live;

@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { listenInNetns } from '../../native/index.js';
 import type { CaptureDatapath } from '../datapath/capture.js';
 import { APP_MARK, EnrollState, INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK, type SockAddr } from '../datapath/layout.js';
-import { errorMessage } from '../errors.js';
+import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { identityKey, type IdentityManager, type WorkloadCertificate } from '../identity/manager.js';
 import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
@@ -79,7 +79,11 @@ interface AdmittedConnection {
 export class PodProxy {
   private readonly servers: net.Server[] = [];
   private hbone: HboneServer | undefined;
+  /** The listening sockets' descriptors (what an upgrade hands to the next agent). */
+  private readonly fds: Partial<ListenerFds> = {};
   private readonly sockets = new Set<Duplex>();
+  /** Waiting for `sockets` to empty (drain after a hand-over). */
+  private readonly idle = new Set<() => void>();
   private readonly admitted = new Set<AdmittedConnection>();
   private readonly routing: TransparentRouting;
   private readonly netnsSockets: NetnsSockets;
@@ -114,18 +118,23 @@ export class PodProxy {
    * refused and inbound capture is attached, so nothing reaches the app or leaves the pod in
    * plaintext meanwhile). Once the certificate is issued and all three listeners are up, READY.
    * Any failure leaves it PENDING: fail closed, never plaintext around the mesh.
+   *
+   * `inherited`: the listening sockets a previous agent handed over (an upgrade): served as they are,
+   * so connections waiting in their queues are accepted here, never refused.
    */
-  static async start(workload: EnrolledWorkload, cookie: bigint, deps: PodProxyDeps): Promise<PodProxy> {
+  static async start(workload: EnrolledWorkload, cookie: bigint, deps: PodProxyDeps, inherited?: ListenerFds): Promise<PodProxy> {
     const proxy = new PodProxy(workload, cookie, deps);
     const { datapath, identities } = deps;
     try {
       const cert = await identities.get(workload.namespace, workload.serviceAccount, { timeoutMs: CERTIFICATE_DEADLINE_MS });
       identities.on('rotated', proxy.onRotated);
       await proxy.routing.setup();
-      await proxy.listenHbone(cert);
-      await proxy.listen({ host: '127.0.0.1', port: OUTBOUND_PORT }, (s) => proxy.onOutbound(s));
-      const inbound = await proxy.listen({ host: '0.0.0.0', port: INBOUND_PORT }, (s) => proxy.onPlaintextInbound(s));
-      datapath.registerInboundListener(workload.ip, inbound);
+      const hbone = inherited?.hbone ?? proxy.listenFd(HBONE_PORT, '0.0.0.0');
+      proxy.fds.hbone = hbone;
+      await proxy.listenHbone(cert, hbone);
+      proxy.fds.outbound = await proxy.listen(inherited?.outbound ?? proxy.listenFd(OUTBOUND_PORT, '127.0.0.1'), (s) => proxy.onOutbound(s));
+      proxy.fds.inbound = await proxy.listen(inherited?.inbound ?? proxy.listenFd(INBOUND_PORT, '0.0.0.0'), (s) => proxy.onPlaintextInbound(s));
+      datapath.registerInboundListener(workload.ip, proxy.fds.inbound);
       datapath.setEnrollment(cookie, EnrollState.READY);
       proxy.log.info({ ip: workload.ip, identity: formatSpiffeId(cert.id) }, 'pod enrolled');
     } catch (err) {
@@ -139,23 +148,22 @@ export class PodProxy {
     return listenInNetns(this.workload.netns, { host, port, mark: PROXY_MARK, reuseAddr: true, backlog: 4096 });
   }
 
-  private async listen(addr: { host: string; port: number }, onConnection: (s: net.Socket) => void): Promise<number> {
-    const fd = this.listenFd(addr.port, addr.host);
+  private async listen(fd: number, onConnection: (s: net.Socket) => void): Promise<number> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
     this.servers.push(server);
     await listenOn(server, fd);
-    server.on('error', (err) => this.log.error({ err: errorMessage(err), listener: addr }, 'listener error'));
+    server.on('error', (err) => this.log.error({ err: errorMessage(err), fd }, 'listener error'));
     return fd;
   }
 
-  private async listenHbone(cert: WorkloadCertificate): Promise<void> {
+  private async listenHbone(cert: WorkloadCertificate, fd: number): Promise<void> {
     const server = new HboneServer({
       cert,
       trustDomain: () => this.deps.state().trustDomain,
       log: this.log,
       onStream: (stream, headers, peer, target) => void this.onHboneStream(stream, headers, peer, target),
     });
-    await server.listen(this.listenFd(HBONE_PORT, '0.0.0.0'));
+    await server.listen(fd);
     this.hbone = server;
   }
 
@@ -170,6 +178,7 @@ export class PodProxy {
     s.once('close', () => {
       this.sockets.delete(s);
       this.stats.active = this.sockets.size;
+      if (this.sockets.size === 0) for (const f of [...this.idle]) f();
     });
   }
 
@@ -639,16 +648,54 @@ export class PodProxy {
     this.log.info('pod proxy stopped');
   }
 
-  /** Agent shutdown without un-enrolling: pins stay, capture refuses until the next agent is ready. */
-  shutdown(): void {
+  /** The listening sockets, for the next agent (upgrade hand-over). */
+  listenerFds(): ListenerFds {
+    const { outbound, inbound, hbone } = this.fds;
+    if (outbound === undefined || inbound === undefined || hbone === undefined) throw new WeftError(ErrorCodes.UPSTREAM, `the proxy of ${this.workload.key} is not listening`);
+    return { outbound, inbound, hbone };
+  }
+
+  /**
+   * The next agent holds the listening sockets now: stop accepting (our descriptors close, the
+   * sockets live on in the new agent), send GOAWAY to peers' HBONE sessions so new tunnels go to the
+   * new agent, and let what is established run to its end. Capture stays READY throughout.
+   */
+  handOver(): void {
+    this.closeListeners('drain');
+    this.log.info({ active: this.sockets.size }, 'listeners handed over; draining');
+  }
+
+  /** Resolves once every connection this proxy relays has ended. */
+  drained(): Promise<void> {
+    if (this.sockets.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.sockets.size > 0) return;
+        this.idle.delete(check);
+        resolve();
+      };
+      this.idle.add(check);
+    });
+  }
+
+  /** Agent shutdown without un-enrolling: pins stay, capture refuses until the next agent is ready
+   * (`keepCapture`: a new agent already serves the pod, after a hand-over). */
+  shutdown(opts: { keepCapture?: boolean } = {}): void {
     try {
-      this.deps.datapath.setEnrollment(this.cookie, EnrollState.PENDING);
+      if (!opts.keepCapture) this.deps.datapath.setEnrollment(this.cookie, EnrollState.PENDING);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not mark the pod pending');
     }
     this.closeListeners('close');
     for (const s of this.sockets) s.destroy();
   }
+}
+
+/** A pod proxy's three listening sockets inside the pod's netns. */
+export interface ListenerFds {
+  outbound: number;
+  inbound: number;
+  hbone: number;
 }
 
 /** The proxy's connection to an app, and what undoes its registration with inbound capture. */
