@@ -5,19 +5,25 @@
 // connection.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labApply, labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
 import type { PodProxyStats } from '../agent/ztunnel/inpod.js';
+import { bridgeMac } from '../agent/lab/net.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 
 const LAB = `s${process.pid.toString(36)}`;
 const FIXTURES = join(repoRoot(), 'test', 'fixtures');
+const tmp = mkdtempSync(join(tmpdir(), 'weft-security-'));
 let lab: LabHandle | undefined;
 
 after(async () => {
+  rmSync(tmp, { recursive: true, force: true });
   if (lab) {
     const pid = lab.state.controller?.pid;
     if (pid) {
@@ -50,6 +56,32 @@ async function python(from: string, code: string): Promise<string> {
   return r.stdout.trim();
 }
 
+/** tcpdump on every interface of a netns (its loopback carries no pod traffic), writing a pcap.
+ * `stop` resolves with the packets the kernel dropped (a capture that lost packets proves nothing). */
+async function startCapture(netns: string): Promise<{ file: string; stop: () => Promise<number> }> {
+  const file = join(tmp, `${netns}.pcap`);
+  const child = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-i', 'any', '--immediate-mode', '-B', '16384', '-U', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('listening on')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`tcpdump in ${netns} exited (${code}): ${err}`)));
+  });
+  return {
+    file,
+    stop: async () => {
+      const exited = once(child, 'exit');
+      child.kill('SIGINT');
+      await exited;
+      const dropped = /(\d+) packets? dropped by kernel/.exec(err);
+      assert.ok(dropped, `tcpdump in ${netns} printed no statistics: ${err}`);
+      return Number(dropped[1]);
+    },
+  };
+}
+
 function agentFds(node: string): number {
   return readdirSync(`/proc/${lab!.node(node).agentPid}/fd`).length;
 }
@@ -65,6 +97,37 @@ test('lab up with a PERMISSIVE, a STRICT and an un-enrolled namespace', async (t
   assert.ok(await echoes('plain/client', `${lab.pod('perm/self').ip}:8080`), 'PERMISSIVE pod takes plaintext');
   assert.ok(await echoes('perm/self', `${lab.pod('strict/server').ip}:8080`), 'mesh pod reaches STRICT pod over mTLS');
   assert.equal(await echoes('plain/client', `${lab.pod('strict/server').ip}:8080`), false, 'STRICT pod refuses plaintext');
+});
+
+test('an un-enrolled pod reaches a STRICT pod by no path: pod IP, node IP, service VIP, proxy ports', async (t) => {
+  if (!requireLab(t, lab)) return;
+  const pod = lab.pod('strict/server').ip;
+  const node = lab.node('node-b').ip;
+  const vip = lab.service('strict/server').vip;
+  for (const target of [`${pod}:8080`, `${node}:8080`, `${vip}:80`, `${pod}:15001`, `${pod}:15006`, `${pod}:15008`]) {
+    assert.equal(await echoes('plain/client', target), false, target);
+  }
+  assert.ok(await echoes('perm/self', `${vip}:80`), 'the service works for a mesh client');
+});
+
+test('on the wire: no byte of enrolled traffic in clear on any non-loopback interface', async (t) => {
+  if (!requireLab(t, lab)) return;
+  const state = lab.state;
+  const captures = await Promise.all([state.fabricNetns, lab.node('node-a').netns, lab.node('node-b').netns].map((ns) => startCapture(ns)));
+  const meshMarker = `weft-mesh-${randomBytes(12).toString('hex')}`;
+  const plainMarker = `weft-plain-${randomBytes(12).toString('hex')}`;
+  try {
+    assert.equal((await lab.exec('perm/self', [process.execPath, join(FIXTURES, 'send-marker.mjs'), '--target', `${lab.pod('strict/server').ip}:8080`, '--marker', meshMarker], { stdio: 'pipe' })).code, 0, 'mesh marker echoed');
+    assert.equal((await lab.exec('plain/client', [process.execPath, join(FIXTURES, 'send-marker.mjs'), '--target', `${lab.pod('plain/server').ip}:9090`, '--marker', plainMarker], { stdio: 'pipe' })).code, 0, 'plain marker echoed');
+  } finally {
+    const dropped = await Promise.all(captures.map((c) => c.stop()));
+    assert.deepEqual(dropped, [0, 0, 0], 'the captures lost no packet');
+  }
+  const pcaps = captures.map((c) => readFileSync(c.file));
+  // The capture works: the plaintext pair's marker is on the wire...
+  assert.ok(pcaps.some((p) => p.includes(plainMarker)), 'plaintext marker seen (the capture works)');
+  // ...and the enrolled pair's is nowhere, in either direction.
+  for (const [i, p] of pcaps.entries()) assert.equal(p.includes(meshMarker), false, `mesh marker in clear in capture ${i}`);
 });
 
 test('no self-loop: connections to the proxy\'s own ports and to loopback are refused on every path', async (t) => {
@@ -153,5 +216,14 @@ test('no pass-through entry outlives its connection', async (t) => {
       return s.maps.upstreams === 0 ? 0 : undefined;
     });
     assert.equal(n, 0);
+  }
+});
+
+test('a node bridge keeps its MAC as pods come and go (no ARP cut-off for the others)', async (t) => {
+  if (!requireLab(t, lab)) return;
+  for (const name of ['node-a', 'node-b']) {
+    const node = lab.node(name);
+    const [link] = JSON.parse(execFileSync('ip', ['-n', node.netns, '-j', 'link', 'show', 'cni0'], { encoding: 'utf8' })) as Array<{ address: string }>;
+    assert.equal(link?.address, bridgeMac(node.gateway), `${name} cni0`);
   }
 });
