@@ -1,15 +1,15 @@
 // The TypeScript mirror of bpf/include/weft.h: constants and the byte layout of every struct the
 // agent reads or writes in a BPF map or the event ring. Offsets are explicit; change both together.
 import { isIPv4, isIPv6 } from 'node:net';
+import { Marks, Ports } from '../config.js';
 import { decode, encode, ipv4, ipv6, pad, struct, u16, u32, u64, u8, type Codec } from '../../native/codec.js';
 
-export const PROXY_MARK = 0x539;
-/** SO_MARK of the proxy's transparent sockets toward an app (and, inherited through
- * tcp_fwmark_accept, of the app's side of them): their replies route back to the proxy. */
-export const APP_MARK = 0x53a;
-export const OUTBOUND_PORT = 15001;
-export const INBOUND_PORT = 15006;
-export const HBONE_PORT = 15008;
+// The values bpf/include/weft.h compiles in (WEFT_PROXY_MARK, WEFT_*_PORT), from the one config.
+export const PROXY_MARK = Marks.proxy;
+export const APP_MARK = Marks.app;
+export const OUTBOUND_PORT = Ports.outbound;
+export const INBOUND_PORT = Ports.inbound;
+export const HBONE_PORT = Ports.hbone;
 
 const AF_INET = 2;
 const AF_INET6 = 10;

@@ -5,11 +5,7 @@
 // (ztunnel refuses both too). Pure functions: the inbound paths (HBONE, plaintext, same-node) call
 // them alike, and tests call them without sockets.
 import { isIPv4, isIPv6 } from 'node:net';
-import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT } from '../datapath/layout.js';
-
-/** The ports of the node proxy (in the pod netns or on the node): 15001, 15006, 15008, and admin
- * 15000, metrics 15020, readiness 15021, as in Istio ambient. */
-export const PROXY_PORTS: ReadonlySet<number> = new Set([OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, 15000, 15020, 15021]);
+import { PROXY_PORTS } from '../config.js';
 
 export function isLoopback(ip: string): boolean {
   if (isIPv4(ip)) return ip.startsWith('127.');

@@ -1,0 +1,61 @@
+// Every default of weft in one place, as ztunnel keeps them in its config.rs: the ports (Istio ambient's
+// and Hubble's numbers, so muscle memory works), the paths on a node, the mesh's names, and the socket
+// marks. Command-line flags and lab files override them; nothing else spells these values out.
+
+/** The ports of the mesh. In each pod netns: outbound, inbound, hbone. On the node: the rest. */
+export const Ports = {
+  /** Outbound capture listener, 127.0.0.1 inside each enrolled pod's netns. */
+  outbound: 15001,
+  /** Inbound plaintext capture listener, inside each enrolled pod's netns (sk_lookup steers to it). */
+  inbound: 15006,
+  /** HBONE: HTTP/2 CONNECT over mutual TLS, inside each enrolled pod's netns. */
+  hbone: 15008,
+  /** The agent's admin API (loopback only). */
+  admin: 15000,
+  /** The agent's Prometheus metrics. */
+  metrics: 15020,
+  /** The agent's readiness, `/healthz/ready`. */
+  readiness: 15021,
+  /** The controller: discovery and CA (gRPC over mutual TLS). */
+  controller: 15012,
+  /** A node's Observer API (Hubble). */
+  observer: 4244,
+  /** The relay's Observer API (Hubble Relay). */
+  relay: 4245,
+} as const;
+
+/** Ports an inbound connection may never be forwarded to: the node proxy's own. */
+export const PROXY_PORTS: ReadonlySet<number> = new Set([Ports.outbound, Ports.inbound, Ports.hbone, Ports.admin, Ports.metrics, Ports.readiness]);
+
+/** SO_MARK values. `proxy` is on every socket the agent opens in a pod (Istio's value; reply routing
+ * keeps it on the main table); `app` on its transparent sockets toward an app, whose replies route
+ * back to the proxy (agent/ztunnel/inpod-routing.ts). Capture never trusts a mark. */
+export const Marks = { proxy: 0x539, app: 0x53a } as const;
+
+/** The mesh's names. */
+export const Mesh = {
+  trustDomain: 'cluster.local',
+  clusterDomain: 'cluster.local',
+  /** Where mesh-wide policies live (Istio's root namespace). */
+  rootNamespace: 'istio-system',
+} as const;
+
+/** Where the node agent keeps what must outlive it. */
+export const NodePaths = {
+  /** BPF pins: programs, maps, links (capture survives agent restarts). */
+  bpffs: '/sys/fs/bpf/weft',
+  /** The agent's own state: this node's pods, as the runtime reported them. */
+  agentStateDir: '/var/run/weft/agent',
+  /** The pod channel (the CNI plugin's way in). */
+  podSocket: '/var/run/weft/pods.sock',
+} as const;
+
+/** Agent defaults that flags override. */
+export const AgentDefaults = {
+  /** Workload certificate lifetime asked of the CA. */
+  certTtl: '24h',
+  /** Flows kept for the Observer API (Hubble's default ring). */
+  flowRingSize: 4095,
+  /** After handing over to a new agent, how long live connections may take to end. */
+  drainSeconds: 30,
+} as const;
