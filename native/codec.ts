@@ -233,6 +233,16 @@ export type StructValue<F extends Fields> = { [K in Exclude<keyof F, PadKeys<F>>
 export interface StructCodec<F extends Fields> extends Codec<StructValue<F>> {
   /** Byte offset of each field, as offsetof() would report. */
   readonly offsets: { readonly [K in keyof F]: number };
+  /** Each field's codec, in declaration order: with `offsets`, the layout a test can hold against the C side. */
+  readonly fields: Readonly<F>;
+}
+
+/** What a struct codec says about its layout (sizeof, each member's offset and codec), without its value type. */
+export interface StructLayout {
+  readonly size: number;
+  readonly align: number;
+  readonly offsets: Readonly<Record<string, number>>;
+  readonly fields: Readonly<Record<string, Codec<unknown>>>;
 }
 
 /**
@@ -260,6 +270,7 @@ export function struct<F extends Fields>(fields: F, options: { packed?: boolean;
     size,
     align,
     offsets: offsets as { [K in keyof F]: number },
+    fields,
     encode(v, buf, o) {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw usage(`${show(v)} is not a struct value (an object of fields)`);
       buf.fill(0, o, o + size);

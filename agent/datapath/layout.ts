@@ -2,7 +2,7 @@
 // agent reads or writes in a BPF map or the event ring. Offsets are explicit; change both together.
 import { isIPv4, isIPv6 } from 'node:net';
 import { Marks, Ports } from '../config.js';
-import { decode, encode, ipv4, ipv6, pad, struct, u16, u32, u64, u8, type Codec } from '../../native/codec.js';
+import { decode, encode, ipv4, ipv6, pad, struct, u16, u32, u64, u8, type Codec, type StructLayout } from '../../native/codec.js';
 
 // The values bpf/include/weft.h compiles in (WEFT_PROXY_MARK, WEFT_*_PORT), from the one config.
 export const PROXY_MARK = Marks.proxy;
@@ -53,7 +53,7 @@ function family(ip: string): number {
 /** `__u8 addr[16]` holding an IPv4 address in its first four bytes, or an IPv6 address. */
 const ip16: Codec<string> = {
   size: 16,
-  align: 4,
+  align: 1, // a __u8 array: struct weft_sockaddr is 2-aligned
   encode(ip, buf, off) {
     buf.fill(0, off, off + 16);
     (family(ip) === AF_INET ? ipv4 : ipv6).encode(ip, buf, off);
@@ -62,19 +62,26 @@ const ip16: Codec<string> = {
   decode: (buf, off) => ipv6.decode(buf, off),
 };
 
-/** struct weft_sockaddr: addr[16] @0, port u16 (host order) @16, family u8 @18, pad — 20 bytes. */
-const sockAddr: Codec<SockAddr> = {
-  size: SOCKADDR_SIZE,
-  align: 2,
-  encode(sa, buf, off) {
-    ip16.encode(sa.ip, buf, off);
-    u16.encode(sa.port, buf, off + 16);
-    u8.encode(family(sa.ip), buf, off + 18);
-    u8.encode(0, buf, off + 19);
+/** struct weft_sockaddr's bytes: addr[16] @0, port u16 (host order) @16, family u8 @18, pad — 20 bytes. */
+const SockAddrC = struct({ addr: ip16, port: u16, family: u8, pad: pad(1) }, { size: SOCKADDR_SIZE });
+const saOff = SockAddrC.offsets;
+
+/** struct weft_sockaddr as { ip, port }: the family is derived from the address. Carries SockAddrC's
+ * layout, so structs that embed it are checked against the C side like any other. */
+const sockAddr: Codec<SockAddr> & StructLayout = {
+  size: SockAddrC.size,
+  align: SockAddrC.align,
+  offsets: SockAddrC.offsets,
+  fields: SockAddrC.fields,
+  encode(v, buf, off) {
+    ip16.encode(v.ip, buf, off + saOff.addr);
+    u16.encode(v.port, buf, off + saOff.port);
+    u8.encode(family(v.ip), buf, off + saOff.family);
+    u8.encode(0, buf, off + saOff.pad);
   },
   decode(buf, off) {
-    const ip = u8.decode(buf, off + 18) === AF_INET ? ipv4.decode(buf, off) : ipv6.decode(buf, off);
-    return { ip, port: u16.decode(buf, off + 16) };
+    const ip = u8.decode(buf, off + saOff.family) === AF_INET ? ipv4.decode(buf, off + saOff.addr) : ipv6.decode(buf, off + saOff.addr);
+    return { ip, port: u16.decode(buf, off + saOff.port) };
   },
 };
 
@@ -191,6 +198,21 @@ export function encodeIpKey(ip: string): Buffer {
   return encode(IpKey, { addr: ip, family: family(ip) });
 }
 
+/** Every struct of bpf/include/weft.h the agent reads or writes, by its C name, laid out as the codecs
+ * above encode it. test/datapath-btf-layout.test.ts holds each against the compiled objects' BTF. */
+export const StructLayouts: Readonly<Record<string, StructLayout>> = {
+  weft_sockaddr: sockAddr,
+  weft_enrollment: Enrollment,
+  weft_orig_dst: OriginalDstC,
+  weft_tuple_key: TupleKey,
+  weft_ip_key: IpKey,
+  weft_sock_key: SockKeyC,
+  weft_splice_ctl: SpliceCtlC,
+  weft_splice_count: SpliceCountC,
+  weft_config: Config,
+  weft_event: Event,
+};
+
 
 /** struct weft_event — 96 bytes; see bpf/include/weft.h. */
 export const EVENT_SIZE = Event.size;
@@ -211,7 +233,7 @@ export interface CaptureEvent {
 export function decodeEvent(b: Buffer): CaptureEvent {
   if (b.length < EVENT_SIZE) throw new RangeError(`capture event of ${b.length} bytes, expected ${EVENT_SIZE}`);
   const e = decode(Event, b);
-  const srcFamily = u8.decode(b, Event.offsets.src + 18);
+  const srcFamily = u8.decode(b, Event.offsets.src + saOff.family);
   return {
     monotonicNs: e.ts_ns,
     netnsCookie: e.netns_cookie,

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfMap, BpfObject } from '../../native/index.js';
-import { array, encode, ipv4, pad, struct, u16, u32 } from '../../native/codec.js';
+import { array, encode, ipv4, pad, struct, u16, u32, type StructLayout } from '../../native/codec.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseIPv4 } from '../registry/cidr.js';
@@ -43,6 +43,12 @@ const SvcKey = struct({ vip: ipv4, port: u16, pad: pad(2) }, { size: KEY_SIZE })
 const BackendC = struct({ ip: ipv4, port: u16, pad: pad(2) }, { size: BACKEND_SIZE });
 const SvcValue = struct({ count: u32, pad: pad(4), backends: array(BackendC, MAX_BACKENDS) }, { size: VALUE_SIZE });
 const NO_BACKEND = { ip: '0.0.0.0', port: 0 };
+/** Those structs by their C names: test/datapath-btf-layout.test.ts holds them against the object's BTF. */
+export const LbStructLayouts: Readonly<Record<string, StructLayout>> = {
+  weft_lab_svc_key: SvcKey,
+  weft_lab_backend: BackendC,
+  weft_lab_svc_value: SvcValue,
+};
 
 export function encodeKey(vip: string, port: number): Buffer {
   if (parseIPv4(vip) === undefined) throw new WeftError(ErrorCodes.LAB, `not an IPv4 address: ${vip}`);
