@@ -1,13 +1,14 @@
 // The one error catalogue of weft. Every error the agent, the lab or the CLI raises on purpose is a
-// WeftError with a stable code; operators grep logs for the code, tests assert on it.
+// WeftError with a stable code; operators grep logs for the code, tests assert on it. The classes and
+// the addon's codes come from native/errors.ts (the addon raises them, and native/ imports nothing
+// from the agent): this catalogue extends them, so there is one WeftError and one list of codes.
+import { NativeErrorCodes, SyscallError, WeftError as BaseWeftError } from '../native/errors.js';
+
+export { SyscallError };
 
 export const ErrorCodes = {
-  /** A syscall made by the native addon failed; `syscall` and `errno` say which and why. */
-  SYSCALL: 'WEFT_ERR_SYSCALL',
-  /** A BPF object, program, map or link could not be found, opened or used. */
-  BPF: 'WEFT_ERR_BPF',
-  /** The native addon was used after close() or with an argument of the wrong shape. */
-  NATIVE_USAGE: 'WEFT_ERR_NATIVE_USAGE',
+  /** SYSCALL, BPF, NATIVE_USAGE, SETUP: the addon's (native/errors.ts says what each means). */
+  ...NativeErrorCodes,
   /** A configuration document is invalid: the message names file, line, field and reason. */
   CONFIG_INVALID: 'WEFT_ERR_CONFIG_INVALID',
   /** The lab could not be created, changed or removed. */
@@ -24,8 +25,6 @@ export const ErrorCodes = {
   HBONE: 'WEFT_ERR_HBONE',
   /** The proxy could not connect to a destination (an app, a passthrough endpoint): refused, timed out. */
   UPSTREAM: 'WEFT_ERR_UPSTREAM',
-  /** Setting up the machine (packages, build) failed. */
-  SETUP: 'WEFT_ERR_SETUP',
   /** The controller could not start, or an agent could not reach or use it. */
   CONTROLLER: 'WEFT_ERR_CONTROLLER',
   /** A SPIFFE ID or a workload certificate is malformed, or a workload's certificate is unavailable. */
@@ -40,28 +39,18 @@ export const ErrorCodes = {
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
-export class WeftError extends Error {
+/**
+ * weft's error, with a code from ErrorCodes. The class is native/errors.ts's (the addon throws it
+ * too); this view of it types `code` as the catalogue's and takes only the catalogue's codes.
+ */
+export interface WeftError extends BaseWeftError {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'WeftError';
-    this.code = code;
-  }
 }
-
-/** A failed system call in the native addon: `bpf(2) MAP_UPDATE_ELEM: EPERM (1)`. */
-export class SyscallError extends WeftError {
-  readonly syscall: string;
-  readonly errno: number;
-  readonly errnoName: string;
-  constructor(message: string, syscall: string, errno: number, errnoName: string) {
-    super(ErrorCodes.SYSCALL, message);
-    this.name = 'SyscallError';
-    this.syscall = syscall;
-    this.errno = errno;
-    this.errnoName = errnoName;
-  }
+interface WeftErrorClass {
+  new (code: ErrorCode, message: string, options?: { cause?: unknown }): WeftError;
+  readonly prototype: WeftError;
 }
+export const WeftError = BaseWeftError as WeftErrorClass;
 
 /** One problem in a configuration document, located precisely enough to fix it without guessing. */
 export interface ConfigProblem {

@@ -7,7 +7,7 @@
 //   enrolled.set({ cookie: 1n, port: 443, addr: '10.0.0.1' }, 1);
 import { isIPv4, isIPv6 } from 'node:net';
 
-import { ErrorCodes, WeftError } from '../agent/errors.js';
+import { NativeErrorCodes as ErrorCodes, WeftError } from './errors.js';
 import type { BpfMap } from './index.js';
 
 export interface Codec<T> {

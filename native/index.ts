@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The one module that loads weft_native.node. It hands the addon weft's error classes (so native
-// failures are real SyscallError/WeftError instances) and re-exports the contract of native/API.md.
+// The one module that loads weft_native.node. It hands the addon weft's error classes (native/errors.ts,
+// so native failures are real SyscallError/WeftError instances) and re-exports the contract of native/API.md.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { ErrorCodes, SyscallError, WeftError } from '../agent/errors.js';
+import { NativeErrorCodes as ErrorCodes, SyscallError, WeftError } from './errors.js';
 import type {
   Binding,
   RawBpfLink,
@@ -51,6 +51,7 @@ binding.setErrorClasses({ SyscallError, WeftError });
 
 export type OpenOptions = RawOpenOptions;
 export type ListenOptions = RawListenOptions;
+export { NativeErrorCodes, SyscallError, WeftError, type NativeErrorCode } from './errors.js';
 export type ConnectOptions = RawConnectOptions;
 export type SocketOptions = RawSocketOptions;
 export type LinkInfo = RawLinkInfo;
