@@ -18,6 +18,8 @@ export const Ports = {
   readiness: 15021,
   /** The controller: discovery and CA (gRPC over mutual TLS). */
   controller: 15012,
+  /** The controller's monitoring: /metrics, /healthz/ready, /debug/status (istiod's number). */
+  controllerMonitoring: 15014,
   /** A node's Observer API (Hubble). */
   observer: 4244,
   /** The relay's Observer API (Hubble Relay). */
@@ -58,4 +60,26 @@ export const AgentDefaults = {
   flowRingSize: 4095,
   /** After handing over to a new agent, how long live connections may take to end. */
   drainSeconds: 30,
+} as const;
+
+/** Controller defaults that flags override. */
+export const ControllerDefaults = {
+  /** Discovery and certificates: every interface, agents dial it from their nodes. */
+  listen: `0.0.0.0:${Ports.controller}`,
+  /** Monitoring stays on loopback unless asked: /debug/status names every node and workload. */
+  monitoring: `127.0.0.1:${Ports.controllerMonitoring}`,
+  /** The longest workload certificate the CA issues, whatever an agent asks for (as AgentDefaults.certTtl). */
+  maxCertTtl: '24h',
+  maxCertTtlSeconds: 24 * 3600,
+  /** Node credentials are re-issued by the operator (or the DaemonSet's init step); a month bounds
+   * what a stolen one is worth even when nobody revokes it. */
+  nodeCredentialTtlSeconds: 30 * 24 * 3600,
+} as const;
+
+/** Relay defaults that flags override. */
+export const RelayDefaults = {
+  /** Where the relay serves the cluster-wide Observer API: loopback, as Hubble Relay's port-forward. */
+  listen: `127.0.0.1:${Ports.relay}`,
+  /** Where `weft observe` and `weft demo` find it. */
+  address: `localhost:${Ports.relay}`,
 } as const;

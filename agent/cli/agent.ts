@@ -1,5 +1,6 @@
 // `weft agent` — run the node agent in the foreground; `weft uninstall` — remove its BPF state.
 import { parseArgs } from 'node:util';
+import { AgentDefaults, Mesh, NodePaths, Ports } from '../config.js';
 import { uninstallCapture } from '../datapath/capture.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -22,20 +23,20 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --node-cert FILE, --node-key FILE, --root-cert FILE
                                 this node's credential toward the controller, and the mesh root
   --source dir:PATH             read resources from a YAML directory instead of the controller's discovery
-  --cert-ttl DURATION           workload certificate lifetime to ask for (default 24h)
-  --trust-domain TD             until the controller says otherwise (default cluster.local)
-  --root-namespace NS           where mesh-wide policies live (default istio-system)
+  --cert-ttl DURATION           workload certificate lifetime to ask for (default ${AgentDefaults.certTtl})
+  --trust-domain TD             until the controller says otherwise (default ${Mesh.trustDomain})
+  --root-namespace NS           where mesh-wide policies live (default ${Mesh.rootNamespace})
   --cgroup PATH                 cgroup v2 directory whose processes are captured (default: the cgroup2 root)
-  --bpffs DIR                   pin directory (default /sys/fs/bpf/weft)
-  --state-dir DIR               the agent's own state: this node's pods, kept across restarts (default /var/run/weft/agent)
-  --pod-socket PATH             the pod channel the CNI plugin calls (default /var/run/weft/pods.sock)
+  --bpffs DIR                   pin directory (default ${NodePaths.bpffs})
+  --state-dir DIR               the agent's own state: this node's pods, kept across restarts (default ${NodePaths.agentStateDir})
+  --pod-socket PATH             the pod channel the CNI plugin calls (default ${NodePaths.podSocket})
   --takeover                    upgrade: take the listening sockets over from the running agent, which drains
-  --drain-seconds N             after handing over, wait this long for live connections to end (default 30)
-  --readiness-port N            default 15021 (GET /healthz/ready)
-  --admin-port N                loopback admin API, default 15000
+  --drain-seconds N             after handing over, wait this long for live connections to end (default ${AgentDefaults.drainSeconds})
+  --readiness-port N            default ${Ports.readiness} (GET /healthz/ready)
+  --admin-port N                loopback admin API, default ${Ports.admin}
   --exclude-outbound-ports L    comma-separated ports never captured outbound
   --exclude-inbound-ports L     comma-separated ports never captured inbound
-  --observer-port N             Hubble Observer gRPC, default 4244: plaintext on 127.0.0.1 only
+  --observer-port N             Hubble Observer gRPC, default ${Ports.observer}: plaintext on 127.0.0.1 only
   --observer-tls                also serve it on the node address with mutual TLS (or WEFT_OBSERVER_TLS=1)
   --observer-address IP         the node address for --observer-tls (default $WEFT_NODE_IP)
   --observer-cert FILE, --observer-key FILE
@@ -43,8 +44,8 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --observer-allow SPIFFE-ID    a client identity that may read flows over TLS, repeatable
                                 (default the relay's, spiffe://<trust domain of --node-cert>/weft/relay)
   --observer-max-streams N      flow streams served at once; the next is refused (default ${DEFAULT_MAX_STREAMS})
-  --metrics-port N              Prometheus /metrics, default 15020
-  --flow-ring-size N            flows kept for the Observer API, default 4095
+  --metrics-port N              Prometheus /metrics, default ${Ports.metrics}
+  --flow-ring-size N            flows kept for the Observer API, default ${AgentDefaults.flowRingSize}
   --flow-log FILE               every flow as one Hubble JSON line, rotated by size
   --flow-log-max-size BYTES     rotate after this many bytes (default 100 MiB)
   --flow-log-filter JSON        {"whitelist":[FlowFilter...],"blacklist":[...]} for the flow log
@@ -86,15 +87,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'node-key': { type: 'string' },
       'root-cert': { type: 'string' },
       source: { type: 'string' },
-      'cert-ttl': { type: 'string', default: '24h' },
-      'trust-domain': { type: 'string', default: 'cluster.local' },
-      'root-namespace': { type: 'string', default: 'istio-system' },
+      'cert-ttl': { type: 'string', default: AgentDefaults.certTtl },
+      'trust-domain': { type: 'string', default: Mesh.trustDomain },
+      'root-namespace': { type: 'string', default: Mesh.rootNamespace },
       cgroup: { type: 'string' },
-      bpffs: { type: 'string', default: '/sys/fs/bpf/weft' },
-      'state-dir': { type: 'string', default: '/var/run/weft/agent' },
-      'pod-socket': { type: 'string', default: '/var/run/weft/pods.sock' },
+      bpffs: { type: 'string', default: NodePaths.bpffs },
+      'state-dir': { type: 'string', default: NodePaths.agentStateDir },
+      'pod-socket': { type: 'string', default: NodePaths.podSocket },
       takeover: { type: 'boolean', default: false },
-      'drain-seconds': { type: 'string', default: '30' },
+      'drain-seconds': { type: 'string', default: String(AgentDefaults.drainSeconds) },
       'readiness-port': { type: 'string' },
       'admin-port': { type: 'string' },
       'exclude-outbound-ports': { type: 'string' },
@@ -107,7 +108,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'observer-allow': { type: 'string', multiple: true },
       'observer-max-streams': { type: 'string' },
       'metrics-port': { type: 'string' },
-      'flow-ring-size': { type: 'string', default: '4095' },
+      'flow-ring-size': { type: 'string', default: String(AgentDefaults.flowRingSize) },
       'flow-log': { type: 'string' },
       'flow-log-max-size': { type: 'string' },
       'flow-log-filter': { type: 'string' },
@@ -151,13 +152,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
     stateDir: values['state-dir'],
     podSocket: values['pod-socket'],
     takeover: values.takeover,
-    readinessPort: port(values['readiness-port'], 15021, '--readiness-port'),
-    adminPort: port(values['admin-port'], 15000, '--admin-port'),
+    readinessPort: port(values['readiness-port'], Ports.readiness, '--readiness-port'),
+    adminPort: port(values['admin-port'], Ports.admin, '--admin-port'),
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
     excludeInboundPorts: ports(values['exclude-inbound-ports'], '--exclude-inbound-ports'),
-    observerPort: port(values['observer-port'], 4244, '--observer-port'),
+    observerPort: port(values['observer-port'], Ports.observer, '--observer-port'),
     observer: observerServing(values, certFile, rootFile),
-    metricsPort: port(values['metrics-port'], 15020, '--metrics-port'),
+    metricsPort: port(values['metrics-port'], Ports.metrics, '--metrics-port'),
     flowRingSize: positiveInt(values['flow-ring-size'], '--flow-ring-size'),
     ...(values['flow-log']
       ? {
@@ -192,7 +193,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
 }
 
 export async function uninstallCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { bpffs: { type: 'string', default: '/sys/fs/bpf/weft' } } });
+  const { values } = parseArgs({ args: argv, options: { bpffs: { type: 'string', default: NodePaths.bpffs } } });
   const { detached } = uninstallCapture(values.bpffs);
   process.stdout.write(`removed ${values.bpffs} (${detached} links detached)\n`);
   return 0;

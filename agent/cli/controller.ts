@@ -2,22 +2,22 @@
 // `weft controller node-credentials` — write a node agent's credential toward it;
 // `weft controller revoke-node` — refuse a node's credential from now on.
 import { parseArgs } from 'node:util';
-import { Controller, DEFAULT_LISTEN, DEFAULT_MONITORING, DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, DEFAULT_TRUST_DOMAIN, writeNodeCredentials } from '../controller/controller.js';
+import { ControllerDefaults, Mesh } from '../config.js';
+import { Controller, writeNodeCredentials } from '../controller/controller.js';
 import { DEFAULT_CSR_RATE_LIMIT } from '../controller/rate-limit.js';
 import { REVOKED_NODES_FILE, appendRevocation } from '../controller/revocation.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
-import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+import { durationProblem, formatDuration, parseDurationSeconds } from '../registry/duration.js';
 
 export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --state DIR [options]
   --source dir:PATH          directory of Kubernetes-style YAML (workloads, services, policies), watched
   --state DIR                where the CA keeps its root (created on first start)
-  --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${DEFAULT_LISTEN})
-  --trust-domain TD          SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
-  --root-namespace NS        namespace whose policies apply mesh-wide (default ${DEFAULT_ROOT_NAMESPACE})
-  --max-cert-ttl DURATION    longest workload certificate issued (default 24h)
-  --monitoring HOST:PORT     /metrics, /healthz/ready, /debug/status (default ${DEFAULT_MONITORING})
+  --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${ControllerDefaults.listen})
+  --trust-domain TD          SPIFFE trust domain (default ${Mesh.trustDomain})
+  --root-namespace NS        namespace whose policies apply mesh-wide (default ${Mesh.rootNamespace})
+  --max-cert-ttl DURATION    longest workload certificate issued (default ${ControllerDefaults.maxCertTtl})
+  --monitoring HOST:PORT     /metrics, /healthz/ready, /debug/status (default ${ControllerDefaults.monitoring})
   --serving-ip IP            an address agents dial (repeatable; the --listen IP is included)
   --serving-dns NAME         a DNS name agents dial (repeatable)
   --csr-burst N              certificate requests one node may send at once (default ${DEFAULT_CSR_RATE_LIMIT.burst})
@@ -25,7 +25,7 @@ export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --stat
   --log-level LEVEL          trace|debug|info|warn|error (default info)
 
 usage: weft controller node-credentials --state DIR --node NAME --out DIR [--trust-domain TD] [--ttl DURATION]
-  writes node-cert.pem, node-key.pem (0600) and root-cert.pem for the node's agent (default ttl ${DEFAULT_NODE_CREDENTIAL_TTL_SECONDS / 3600}h)
+  writes node-cert.pem, node-key.pem (0600) and root-cert.pem for the node's agent (default ttl ${formatDuration(ControllerDefaults.nodeCredentialTtlSeconds)})
 
 usage: weft controller revoke-node --state DIR (--node NAME | --serial HEX)
   appends to DIR/${REVOKED_NODES_FILE}; a running controller refuses the node (or that one credential)
@@ -56,11 +56,11 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     options: {
       source: { type: 'string' },
       state: { type: 'string' },
-      listen: { type: 'string', default: DEFAULT_LISTEN },
-      'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
-      'root-namespace': { type: 'string', default: DEFAULT_ROOT_NAMESPACE },
-      'max-cert-ttl': { type: 'string', default: '24h' },
-      monitoring: { type: 'string', default: DEFAULT_MONITORING },
+      listen: { type: 'string', default: ControllerDefaults.listen },
+      'trust-domain': { type: 'string', default: Mesh.trustDomain },
+      'root-namespace': { type: 'string', default: Mesh.rootNamespace },
+      'max-cert-ttl': { type: 'string', default: ControllerDefaults.maxCertTtl },
+      monitoring: { type: 'string', default: ControllerDefaults.monitoring },
       'serving-ip': { type: 'string', multiple: true, default: [] },
       'serving-dns': { type: 'string', multiple: true, default: [] },
       'csr-burst': { type: 'string', default: String(DEFAULT_CSR_RATE_LIMIT.burst) },
@@ -105,8 +105,8 @@ async function nodeCredentialsCommand(argv: string[]): Promise<number> {
       state: { type: 'string' },
       node: { type: 'string' },
       out: { type: 'string' },
-      'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
-      ttl: { type: 'string', default: `${DEFAULT_NODE_CREDENTIAL_TTL_SECONDS / 3600}h` },
+      'trust-domain': { type: 'string', default: Mesh.trustDomain },
+      ttl: { type: 'string', default: formatDuration(ControllerDefaults.nodeCredentialTtlSeconds) },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -4,6 +4,7 @@
 // between nodes, apply Istio policies, send the same traffic again, summarise, tear down.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Ports, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { flowResponseToJson } from '../flows/json.js';
 import { unpackConnectionInfo } from '../flows/proto.js';
@@ -17,7 +18,7 @@ import { formatStatus } from './lab.js';
 import { FlowPrinter } from './observe-printer.js';
 
 const LAB_NAME = 'weft-demo';
-const RELAY = 'localhost:4245';
+const RELAY = RelayDefaults.address;
 
 const colour = process.stdout.isTTY && !process.env.NO_COLOR;
 const bold = (text: string): string => (colour ? `\x1b[1m${text}\x1b[0m` : text);
@@ -138,7 +139,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     out(values.keep ? '  the lab is still running:' : '  run `npm run demo -- --keep` (or `weft lab up -f examples/lab.yaml`), then:');
     out(`  weft observe -f --pod shop/api        live flows, as \`hubble observe\` prints them (--verdict DROPPED, -o json …)`);
     out(`  weft status${values.keep ? ` --name ${LAB_NAME}` : ''}                         controller, agents, pods, certificates, config problems`);
-    out(`  curl http://${lab.node('node-b').ip}:15020/metrics   Istio and Hubble metrics of node-b's agent`);
+    out(`  curl http://${lab.node('node-b').ip}:${Ports.metrics}/metrics   Istio and Hubble metrics of node-b's agent`);
     out('  docs/architecture.md                   how a connection travels, and why');
     return 0;
   } finally {

@@ -4,17 +4,17 @@
 // --label, --port, -n, --service) make two filters (source OR destination), different flags AND,
 // repeated flags OR; `--last 20` when nothing else selects the history.
 import * as grpc from '@grpc/grpc-js';
+import { Ports, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { flowResponseToJson } from '../flows/json.js';
 import { loadTlsCredential, nodeObserverIdentity, trustDomainOfCert, type ObserverClientTls } from '../flows/observer-tls.js';
 import { nsToTimestamp } from '../flows/query.js';
 import type { EventTypeFilter, FlowFilter, GetFlowsRequest, GetFlowsResponse, TCPFlags, TrafficDirection, Verdict } from '../flows/types.js';
 import { ObserverClient } from '../relay/client.js';
-import { RELAY_PORT } from '../relay/server.js';
 import { FlowPrinter, OUTPUT_FORMATS, type OutputFormat } from './observe-printer.js';
 
 const USAGE = `usage: weft observe [flags]   (hubble observe's flags)
-  --server HOST:PORT        the Observer API (default localhost:${RELAY_PORT}, the relay; a node serves on 4244:
+  --server HOST:PORT        the Observer API (default ${RelayDefaults.address}, the relay; a node serves on ${Ports.observer}:
                             plaintext on its 127.0.0.1, mutual TLS on its address)
   --tls                     mutual TLS to a node's Observer API, with:
     --tls-client-cert-file FILE, --tls-client-key-file FILE   a credential it allows (weft relay credentials)
@@ -245,7 +245,7 @@ export function parseObserveArgs(argv: readonly string[], now = Date.now()): Obs
   const whitelist = new FilterTracker();
   const blacklist = new FilterTracker();
   let blacklisting = false;
-  const o = { server: `localhost:${RELAY_PORT}`, output: 'compact' as OutputFormat, color: 'auto' as ObserveOptions['color'], nodeName: false, help: false };
+  const o = { server: RelayDefaults.address as string, output: 'compact' as OutputFormat, color: 'auto' as ObserveOptions['color'], nodeName: false, help: false };
   let follow = false;
   let last = 0;
   let first = 0;

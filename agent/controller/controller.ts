@@ -6,9 +6,9 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { ControllerDefaults, Mesh } from '../config.js';
 import { ErrorCodes, WeftError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
-import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
 import type { NodeResource } from '../registry/types.js';
 import { CertificateAuthority } from './ca.js';
 import { ControllerMetrics } from './metrics.js';
@@ -18,15 +18,10 @@ import type { RateLimit } from './rate-limit.js';
 import { REVOKED_NODES_FILE, RevocationList } from './revocation.js';
 import { ControllerServer, parseHostPort } from './server.js';
 
-export const DEFAULT_LISTEN = '0.0.0.0:15012';
-export const DEFAULT_MONITORING = '127.0.0.1:15014';
-export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
-export const DEFAULT_MAX_CERT_TTL_SECONDS = 24 * 3600;
 /** The serving certificate is issued anew on every start. */
 const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
-/** Node credentials are re-issued by the operator (or the DaemonSet's init step); a month bounds what
- * a stolen one is worth even when nobody revokes it. */
-export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = 30 * 24 * 3600;
+/** ControllerDefaults.nodeCredentialTtlSeconds, under the name tests and callers know. */
+export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = ControllerDefaults.nodeCredentialTtlSeconds;
 
 export interface ControllerOptions {
   /** `dir:PATH` */
@@ -79,10 +74,10 @@ export class Controller {
       throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${o.source}" (the controller reads dir:PATH)`);
     }
     const dir = o.source.slice('dir:'.length);
-    const listen = o.listen ?? DEFAULT_LISTEN;
-    const trustDomain = o.trustDomain ?? DEFAULT_TRUST_DOMAIN;
-    const rootNamespace = o.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
-    const maxCertTtlSeconds = o.maxCertTtlSeconds ?? DEFAULT_MAX_CERT_TTL_SECONDS;
+    const listen = o.listen ?? ControllerDefaults.listen;
+    const trustDomain = o.trustDomain ?? Mesh.trustDomain;
+    const rootNamespace = o.rootNamespace ?? Mesh.rootNamespace;
+    const maxCertTtlSeconds = o.maxCertTtlSeconds ?? ControllerDefaults.maxCertTtlSeconds;
     const names = servingNames(listen, o.servingIps ?? [], o.servingDns ?? []);
 
     mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
@@ -111,7 +106,7 @@ export class Controller {
       });
       let controller: Controller | undefined;
       const monitoring = await MonitoringServer.start({
-        listen: o.monitoring ?? DEFAULT_MONITORING,
+        listen: o.monitoring ?? ControllerDefaults.monitoring,
         metrics,
         status: () => controller!.status(),
         ready: () => controller !== undefined,
@@ -173,7 +168,7 @@ export interface NodeCredentialFiles {
 
 /** Writes an agent's node credential, its key (0600) and the root into `outDir`, loading (or creating) the CA in `stateDir`. */
 export async function writeNodeCredentials(o: { stateDir: string; node: string; outDir: string; trustDomain?: string; ttlSeconds?: number }): Promise<NodeCredentialFiles> {
-  const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain: o.trustDomain ?? DEFAULT_TRUST_DOMAIN });
+  const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain: o.trustDomain ?? Mesh.trustDomain });
   return writeNodeCredentialFiles(ca, o.node, o.outDir, o.ttlSeconds);
 }
 

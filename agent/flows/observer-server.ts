@@ -7,6 +7,7 @@
 // with the exact count, and the store's own losses reach followers the same way. Never silent.
 // Streams served at once are capped (a reader cannot pin unbounded memory and timers).
 import * as grpc from '@grpc/grpc-js';
+import { Ports } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
 import { shutdownGrpcServer } from '../system/grpc.js';
@@ -29,7 +30,8 @@ import type {
   Timestamp,
 } from './types.js';
 
-export const OBSERVER_PORT = 4244;
+/** Ports.observer, under the name the Observer's callers know. */
+export const OBSERVER_PORT: number = Ports.observer;
 /** Live responses a follower may have pending before new ones are dropped (and reported). */
 export const DEFAULT_FOLLOW_QUEUE = 1024;
 /** Streams (GetFlows, followed agent/debug events) served at once, over every listener. */

@@ -1,6 +1,7 @@
 // Cross-document validation of a lab: one LabConfig at most, pods on existing nodes, no overlapping
 // ranges (between node pod CIDRs, the node network, the service CIDR and the host's routes), and
 // enough addresses. Every problem names the file and line of the field to fix.
+import { AgentDefaults, Mesh } from '../config.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import { cidrSize, cidrsOverlap, indexInCidr, mustParseCidr, parseCidr, type Cidr } from '../registry/cidr.js';
 import { problemAt } from '../registry/parse.js';
@@ -11,9 +12,10 @@ import { labNames } from './names.js';
 /** Not 172.17/16 (docker), 172.18/16 (kind) or 172.31/16 (AWS default VPCs). */
 export const DEFAULT_NODE_NETWORK = '192.168.240.0/24';
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
-export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
-export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
-export const DEFAULT_WORKLOAD_CERT_TTL = '24h';
+/** The mesh's defaults (agent/config.ts), under the names the lab's API exports. */
+export const DEFAULT_CLUSTER_DOMAIN = Mesh.clusterDomain;
+export const DEFAULT_TRUST_DOMAIN = Mesh.trustDomain;
+export const DEFAULT_WORKLOAD_CERT_TTL = AgentDefaults.certTtl;
 
 export interface LabModel {
   nodeNetwork: Cidr;

@@ -20,6 +20,7 @@
 // label sets. A new label set beyond the cap is folded into that family's single overflow series
 // (every label = "overflow"), and each fold is counted in weft_metrics_label_overflow_total{metric}.
 // Series already present keep counting; nothing is ever evicted, so a series never goes backwards.
+import { Mesh } from '../config.js';
 import { workloadOfPod } from '../state/cluster-state.js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CertSnapshot } from '../identity/manager.js';
@@ -312,7 +313,7 @@ export class AgentMetrics {
   constructor(options: AgentMetricsOptions = {}) {
     this.limit = options.maxSeriesPerMetric ?? DEFAULT_MAX_SERIES_PER_METRIC;
     if (!Number.isInteger(this.limit) || this.limit < 1) throw new RangeError(`maxSeriesPerMetric must be a positive integer, got ${this.limit}`);
-    this.clusterDomain = options.clusterDomain ?? 'cluster.local';
+    this.clusterDomain = options.clusterDomain ?? Mesh.clusterDomain;
     this.clusterName = options.clusterName;
     const family = (name: string, help: string, labels: readonly string[]): BoundedCounter =>
       new BoundedCounter(this.registry, name, help, labels, this.limit, this.fold);

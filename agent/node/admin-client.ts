@@ -3,14 +3,15 @@
 import http from 'node:http';
 import net from 'node:net';
 import { connectInNetns } from '../../native/index.js';
+import { Ports } from '../config.js';
 import { ADMIN_HEADER, ADMIN_HEADER_VALUE } from '../metrics/admin-server.js';
 
-export function agentAdminGet<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
+export function agentAdminGet<T = unknown>(nodeNetns: string, path: string, port: number = Ports.admin): Promise<T> {
   return agentAdminRequest<T>('GET', nodeNetns, path, port);
 }
 
 /** POST to an admin action, e.g. `/fast_paths?set=none`. */
-export function agentAdminPost<T = unknown>(nodeNetns: string, path: string, port = 15000): Promise<T> {
+export function agentAdminPost<T = unknown>(nodeNetns: string, path: string, port: number = Ports.admin): Promise<T> {
   return agentAdminRequest<T>('POST', nodeNetns, path, port);
 }
 

@@ -6,7 +6,7 @@
 // evaluate it with ztunnel's rules, because the corner cases (L7 fields, empty sources, plaintext
 // peers and `not*` fields) only come out right that way.
 import type { AuthorizationPolicyResource, AuthzRule } from '../registry/policy-types.js';
-import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+import { Mesh } from '../config.js';
 import {
   compileString,
   matchString,
@@ -259,7 +259,7 @@ export function applicablePolicies(
   workload: WorkloadRef,
   opts: AuthzOptions = {},
 ): AuthorizationPolicyResource[] {
-  const root = opts.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const root = opts.rootNamespace ?? Mesh.rootNamespace;
   return policies
     .filter((p) => (p.spec.targetRefs?.length ?? 0) === 0)
     .filter((p) => p.metadata.namespace === root || p.metadata.namespace === workload.namespace)

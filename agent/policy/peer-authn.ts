@@ -7,7 +7,7 @@
 // DENY policy on connections without a principal; PERMISSIVE and DISABLE both mean "plaintext is
 // accepted" there, but we return the mode as written so callers can tell them apart.
 import type { PeerAuthMode, PeerAuthenticationResource } from '../registry/policy-types.js';
-import { DEFAULT_ROOT_NAMESPACE } from '../registry/policy-types.js';
+import { Mesh } from '../config.js';
 import type { WorkloadRef } from './authz.js';
 
 export type EffectiveMtls = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
@@ -51,7 +51,7 @@ export function effectiveMtlsMode(
   port: number,
   opts: { rootNamespace?: string } = {},
 ): EffectiveMtls {
-  const root = opts.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const root = opts.rootNamespace ?? Mesh.rootNamespace;
   const mesh = oldest(peerAuths.filter((p) => p.metadata.namespace === root && !hasSelector(p)));
   const inNs = peerAuths.filter((p) => p.metadata.namespace === workload.namespace && p.metadata.namespace !== root);
   const namespace = oldest(inNs.filter((p) => !hasSelector(p)));

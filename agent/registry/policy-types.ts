@@ -80,6 +80,3 @@ export interface PeerAuthenticationResource {
 }
 
 export type PolicyResource = AuthorizationPolicyResource | PeerAuthenticationResource;
-
-/** Istio's root namespace: policies there apply mesh-wide. */
-export const DEFAULT_ROOT_NAMESPACE = 'istio-system';

@@ -4,7 +4,7 @@
 // `weft relay credentials`: issue the relay's client credential, or a node's Observer serving one.
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../controller/ca.js';
-import { DEFAULT_TRUST_DOMAIN } from '../controller/controller.js';
+import { Mesh, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_MAX_STREAMS, OBSERVER_PORT } from '../flows/observer-server.js';
@@ -13,10 +13,10 @@ import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { weftVersion } from '../system/version.js';
 import { parseHostPort } from '../controller/server.js';
 import { PeerPool, controllerPeers, parsePeer, staticPeers, type Discover } from './peers.js';
-import { RELAY_PORT, RelayServer } from './server.js';
+import { RelayServer } from './server.js';
 
 const USAGE = `usage: weft relay [--listen HOST:PORT] (--controller-monitoring URL | --peer NAME=HOST:PORT ...) [TLS options]
-  --listen HOST:PORT              where the relay serves the Observer API (default 127.0.0.1:${RELAY_PORT})
+  --listen HOST:PORT              where the relay serves the Observer API (default ${RelayDefaults.listen})
   --controller-monitoring URL     discover nodes from the controller's /debug/status (their InternalIPs)
   --observer-port PORT            the nodes' Observer port with --controller-monitoring (default ${OBSERVER_PORT})
   --peer NAME=HOST[:PORT]         a node's Observer API, repeatable (instead of the controller)
@@ -41,7 +41,7 @@ async function credentialsCommand(argv: string[]): Promise<number> {
         state: { type: 'string' },
         out: { type: 'string' },
         node: { type: 'string' },
-        'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+        'trust-domain': { type: 'string', default: Mesh.trustDomain },
         ttl: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -73,7 +73,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        listen: { type: 'string', default: `127.0.0.1:${RELAY_PORT}` },
+        listen: { type: 'string', default: RelayDefaults.listen },
         'controller-monitoring': { type: 'string' },
         'observer-port': { type: 'string', default: String(OBSERVER_PORT) },
         peer: { type: 'string', multiple: true, default: [] },

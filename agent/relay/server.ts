@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { shutdownGrpcServer } from '../system/grpc.js';
 import { setLongTimeout } from '../system/long-timeout.js';
+import { Ports } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_MAX_STREAMS, nowTimestamp } from '../flows/observer-server.js';
@@ -26,7 +27,8 @@ import type {
 import { HistoryWindow, KWayMerge } from './merge.js';
 import type { Peer, PeerPool } from './peers.js';
 
-export const RELAY_PORT = 4245;
+/** Ports.relay, under the name the relay's callers know. */
+export const RELAY_PORT: number = Ports.relay;
 /** Hubble reports at most this many unavailable nodes by name in ServerStatus. */
 const UNAVAILABLE_NODES_REPORTED = 10;
 

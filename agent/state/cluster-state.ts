@@ -10,11 +10,8 @@ import {
 } from '../registry/types.js';
 import type { SockAddr } from '../datapath/layout.js';
 import type { SpiffeId } from '../identity/spiffe.js';
-import {
-  DEFAULT_ROOT_NAMESPACE,
-  type AuthorizationPolicyResource,
-  type PeerAuthenticationResource,
-} from '../registry/policy-types.js';
+import type { AuthorizationPolicyResource, PeerAuthenticationResource } from '../registry/policy-types.js';
+import { Mesh } from '../config.js';
 
 export interface Workload {
   /** `namespace/name` */
@@ -55,9 +52,9 @@ export interface MeshSettings {
 }
 
 export const DEFAULT_MESH_SETTINGS: MeshSettings = {
-  trustDomain: 'cluster.local',
-  rootNamespace: DEFAULT_ROOT_NAMESPACE,
-  clusterDomain: 'cluster.local',
+  trustDomain: Mesh.trustDomain,
+  rootNamespace: Mesh.rootNamespace,
+  clusterDomain: Mesh.clusterDomain,
 };
 
 export class ClusterState {
