@@ -1,6 +1,6 @@
 // Istio security policy kinds (security.istio.io/v1), in the shape users write them.
 // https://istio.io/latest/docs/reference/config/security/ — field names as documented there.
-import type { ObjectMeta } from './types.js';
+import type { ObjectMeta } from './meta.js';
 
 export interface WorkloadSelector {
   matchLabels?: Record<string, string>;

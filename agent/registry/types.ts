@@ -1,19 +1,12 @@
 // The Kubernetes-shaped objects weft reads: the lab's input, the lab's generated resources directory
 // (what a cluster's API server would hold, with status filled in), and the controller's source.
+// The one module of resource types: the core kinds are here, the policy kinds and the metadata are
+// re-exported from the layers below it (meta.ts ← policy-types.ts ← types.ts; never the reverse).
+import type { ObjectMeta } from './meta.js';
 import type { AuthorizationPolicyResource, PeerAuthenticationResource } from './policy-types.js';
 
-export interface ObjectMeta {
-  name: string;
-  namespace?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-}
-
-/** Where a document came from, so every error can name file and line. */
-export interface SourceRef {
-  file: string;
-  line: number;
-}
+export type { ObjectMeta, SourceRef, WithSource } from './meta.js';
+export type * from './policy-types.js';
 
 /** weft's own small kind for lab nodes (apiVersion weft.io/v1alpha1). */
 export interface NodeResource {
@@ -90,8 +83,6 @@ export type Resource =
   | LabConfigResource
   | AuthorizationPolicyResource
   | PeerAuthenticationResource;
-
-export type WithSource<T> = T & { source: SourceRef };
 
 /** Annotations the lab writes on pods so a node agent can find the pod's network namespace and cgroup. */
 export const Annotations = {
