@@ -10,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
@@ -21,11 +21,11 @@ import { flowProtos, packConnectionInfo } from '../agent/flows/proto.js';
 import { FlowStore } from '../agent/flows/store.js';
 import type { GetFlowsRequest, GetFlowsResponse } from '../agent/flows/types.js';
 import { AgentMetrics } from '../agent/metrics/agent-metrics.js';
+import { repoPath } from '../agent/system/assets.js';
 import { FlowGenerator } from './flow-gen.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 /** bench/results in the source tree (this file runs from dist/bench). */
-export const DEFAULT_RESULTS_DIR = join(HERE, '..', '..', 'bench', 'results');
+export const DEFAULT_RESULTS_DIR = repoPath('bench', 'results');
 /** The agent's default flow ring (--flow-ring-size), Hubble's default too. */
 export const DEFAULT_RING = 4095;
 export const FOLLOW_TARGET_RATE = 50_000;

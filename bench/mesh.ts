@@ -14,18 +14,18 @@
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import net from 'node:net';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { RELAY_PORT } from '../agent/relay/server.js';
 import { agentAdminGet, agentAdminPost } from '../agent/node/admin-client.js';
+import { repoPath } from '../agent/system/assets.js';
 
 const run = promisify(execFile);
-const HERE = dirname(fileURLToPath(import.meta.url));
 /** The bench's source directory (this file runs from dist/bench). */
-const BENCH_DIR = join(HERE, '..', '..', 'bench');
+const BENCH_DIR = repoPath('bench');
 export const DEFAULT_RESULTS_DIR = join(BENCH_DIR, 'results');
 const LAB_FILE = join(BENCH_DIR, 'mesh-lab.yaml');
 const LOADGEN = join(BENCH_DIR, 'tools', 'loadgen.mjs');

@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { PROTO_DIR } from '../agent/controller/proto.js';
+import { protoDir } from '../agent/system/assets.js';
 import { CONNECTION_INFO_TYPE_URL, decodeFlow, encodeFlow, flowProtos, packConnectionInfo, unpackConnectionInfo } from '../agent/flows/proto.js';
 import type { Flow, GetFlowsResponse } from '../agent/flows/types.js';
 
 /** `Message.field` and `Enum.VALUE` → number, from the text of a .proto file (nested names joined with dots). */
 function protoNumbers(file: string): Map<string, number> {
-  const text = readFileSync(join(PROTO_DIR, file), 'utf8').replace(/\/\/.*$/gm, '');
+  const text = readFileSync(join(protoDir(), file), 'utf8').replace(/\/\/.*$/gm, '');
   const out = new Map<string, number>();
   const scopes: Array<{ kind: string; name: string }> = [];
   const tokens = text.match(/[{}]|[^{}]+/g) ?? [];
@@ -139,9 +139,9 @@ test('at least 60 known numbers are checked', () => {
 });
 
 test('the package names and the Observer service are Hubble’s', () => {
-  assert.match(readFileSync(join(PROTO_DIR, 'flow/flow.proto'), 'utf8'), /^package flow;$/m);
-  assert.match(readFileSync(join(PROTO_DIR, 'observer/observer.proto'), 'utf8'), /^package observer;$/m);
-  assert.match(readFileSync(join(PROTO_DIR, 'relay/relay.proto'), 'utf8'), /^package relay;$/m);
+  assert.match(readFileSync(join(protoDir(), 'flow/flow.proto'), 'utf8'), /^package flow;$/m);
+  assert.match(readFileSync(join(protoDir(), 'observer/observer.proto'), 'utf8'), /^package observer;$/m);
+  assert.match(readFileSync(join(protoDir(), 'relay/relay.proto'), 'utf8'), /^package relay;$/m);
   const { observer, root } = flowProtos();
   assert.deepEqual(Object.keys(observer).sort(), ['GetAgentEvents', 'GetDebugEvents', 'GetFlows', 'GetNamespaces', 'GetNodes', 'ServerStatus']);
   assert.equal(observer.GetFlows.path, '/observer.Observer/GetFlows');

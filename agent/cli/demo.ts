@@ -2,7 +2,6 @@
 // controller, an agent per node, the relay), follow the cluster's flows live through the relay as
 // `weft observe -f` would, send traffic that eBPF steers into the node proxies and mutual TLS carries
 // between nodes, apply Istio policies, send the same traffic again, summarise, tear down.
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Ports, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
@@ -10,7 +9,7 @@ import { flowResponseToJson } from '../flows/json.js';
 import { unpackConnectionInfo } from '../flows/proto.js';
 import type { GetFlowsResponse } from '../flows/types.js';
 import { labDown, labUp, type LabHandle } from '../lab/index.js';
-import { REPO_ROOT } from '../lab/lb.js';
+import { repoPath } from '../system/assets.js';
 import { agentAdminGet, eventually } from '../node/admin-client.js';
 import { ObserverClient } from '../relay/client.js';
 import { applyPolicies } from './apply.js';
@@ -81,7 +80,7 @@ const TRAFFIC = [
 
 async function sendTraffic(lab: LabHandle, count: number, quiet = false): Promise<void> {
   for (const step of TRAFFIC) {
-    const r = await lab.exec(step.from, ['node', join(REPO_ROOT, 'test', 'fixtures', 'conn-storm.mjs'), '--targets', step.to, '--count', String(count), '--timeout', '3000'], { stdio: 'pipe' });
+    const r = await lab.exec(step.from, ['node', repoPath('test', 'fixtures', 'conn-storm.mjs'), '--targets', step.to, '--count', String(count), '--timeout', '3000'], { stdio: 'pipe' });
     const summary = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ok?: number; failed?: number };
     if (!quiet) out(`  ${step.what}: ${summary.ok ?? 0} of ${count} connections echoed, ${summary.failed ?? count} refused`);
   }
@@ -95,7 +94,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   out(bold('▶ bringing up the example lab (examples/lab.yaml): "shop" is in the mesh, "legacy" is not'));
   await labDown({ name: LAB_NAME });
-  const lab = await labUp([join(REPO_ROOT, 'examples', 'lab.yaml')], { name: LAB_NAME, onProgress: (m) => out(`  · ${m}`) });
+  const lab = await labUp([repoPath('examples', 'lab.yaml')], { name: LAB_NAME, onProgress: (m) => out(`  · ${m}`) });
   let live: LiveFlows | undefined;
   try {
     out(formatStatus(await lab.status()));
@@ -108,7 +107,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
     out('');
     out(bold('▶ weft apply -f examples/policies.yaml   (STRICT mTLS in shop; api ← frontend only; db ← api only)'));
-    const keys = applyPolicies([join(REPO_ROOT, 'examples', 'policies.yaml')], LAB_NAME);
+    const keys = applyPolicies([repoPath('examples', 'policies.yaml')], LAB_NAME);
     for (const k of keys) out(`  ${k} applied`);
     for (const node of lab.nodes) {
       await eventually(`policies on ${node.name}`, async () => {

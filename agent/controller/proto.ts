@@ -2,13 +2,9 @@
 // and the TypeScript shapes of their messages as proto-loader decodes them (keepCase, longs as numbers).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-
-/** Repository root, from dist/agent/controller/proto.js (or agent/controller/proto.ts). */
-const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url));
-export const PROTO_DIR = join(REPO_ROOT, 'proto');
+import { protoDir } from '../system/assets.js';
 
 export const DISCOVERY_SERVICE = 'weft.discovery.v1.Discovery';
 export const CERTIFICATE_SERVICE = 'istio.v1.auth.IstioCertificateService';
@@ -63,8 +59,9 @@ let cached: ControllerProtos | undefined;
 export function controllerProtos(): ControllerProtos {
   if (cached) return cached;
   const files = ['weft/discovery/v1/discovery.proto', 'istio/v1/auth/ca.proto'];
-  for (const f of files) if (!existsSync(join(PROTO_DIR, f))) throw new Error(`${join(PROTO_DIR, f)} is missing`);
-  const def = loadSync(files, { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: true, arrays: true });
+  const dir = protoDir();
+  for (const f of files) if (!existsSync(join(dir, f))) throw new Error(`${join(dir, f)} is missing`);
+  const def = loadSync(files, { includeDirs: [dir], keepCase: true, longs: Number, enums: String, defaults: true, arrays: true });
   const discovery = def[DISCOVERY_SERVICE] as ServiceDefinition;
   const certificates = def[CERTIFICATE_SERVICE] as ServiceDefinition;
   cached = {

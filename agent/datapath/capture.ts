@@ -6,11 +6,11 @@
 //   links/<program>            cgroup links (connect4, connect6, sockops) on the node's cgroup
 //   links/netns/<netns cookie> one sk_lookup link per enrolled pod netns
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { BpfLink, BpfMap, BpfObject, type BpfProgram, type SockmapAttachment } from '../../native/index.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { bpfBuildDir } from '../system/assets.js';
 import { cgroupId, ensureBpffs } from '../system/mounts.js';
 import {
   ConfigBits,
@@ -36,15 +36,6 @@ import {
   type SpliceCount,
   type SpliceCtl,
 } from './layout.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-/** bpf/build, found from both the source tree (agent/datapath) and the build (dist/agent/datapath). */
-export function bpfBuildDir(): string {
-  const candidates = [resolve(here, '../../bpf/build'), resolve(here, '../../../bpf/build')];
-  const dir = candidates.find((d) => existsSync(join(d, 'cgroup_connect.bpf.o')));
-  if (!dir) throw new WeftError(ErrorCodes.BPF, `BPF objects not built (run \`make -C bpf\`); looked in ${candidates.join(', ')}`);
-  return dir;
-}
 
 /** weft_proxy_cgroups' max_entries (bpf/lib/maps.h). */
 const PROXY_CGROUPS_MAX = 16;

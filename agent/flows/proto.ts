@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { makeClientConstructor, type MethodDefinition, type ServiceClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
-import { PROTO_DIR } from '../controller/proto.js';
+import { protoDir } from '../system/assets.js';
 import type {
   AnyMessage,
   ConnectionInfo,
@@ -28,7 +28,7 @@ export const OBSERVER_SERVICE = 'observer.Observer';
 export const CONNECTION_INFO_TYPE = 'weft.flow.v1.ConnectionInfo';
 export const CONNECTION_INFO_TYPE_URL = `type.googleapis.com/${CONNECTION_INFO_TYPE}`;
 
-/** The proto files, relative to PROTO_DIR. observer.proto pulls in flow and relay. */
+/** The proto files, relative to protoDir(). observer.proto pulls in flow and relay. */
 export const FLOW_PROTO_FILES = ['observer/observer.proto', 'weft/flow/v1/connection_info.proto'] as const;
 
 /** How every message of these protos is turned into JS objects (and back). */
@@ -63,8 +63,9 @@ let cached: FlowProtos | undefined;
 
 export function flowProtos(): FlowProtos {
   if (cached) return cached;
-  for (const f of FLOW_PROTO_FILES) if (!existsSync(join(PROTO_DIR, f))) throw new Error(`${join(PROTO_DIR, f)} is missing`);
-  const includeDirs = [PROTO_DIR, protobufjsIncludeDir()];
+  const dir = protoDir();
+  for (const f of FLOW_PROTO_FILES) if (!existsSync(join(dir, f))) throw new Error(`${join(dir, f)} is missing`);
+  const includeDirs = [dir, protobufjsIncludeDir()];
   const packageDefinition = loadSync([...FLOW_PROTO_FILES], { ...FLOW_LOADER_OPTIONS, includeDirs });
   const observer = packageDefinition[OBSERVER_SERVICE] as unknown as ObserverServiceDefinition;
 

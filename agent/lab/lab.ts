@@ -25,7 +25,8 @@ import {
   type WithSource,
 } from '../registry/types.js';
 import { writeApplied } from './applied.js';
-import { lbObjectPath, loadLb, syncLbMap, REPO_ROOT, type LbEntry } from './lb.js';
+import { lbObjectPath, loadLb, syncLbMap, type LbEntry } from './lb.js';
+import { cliEntry, repoRoot } from '../system/assets.js';
 import { buildModel, type LabModel } from './model.js';
 import { DEFAULT_LAB_NAME, ETC_NETNS, NETNS_DIR, isLabNetns, labNames, resolveLabName, type LabNames } from './names.js';
 import {
@@ -726,7 +727,7 @@ async function runController(state: LabState, names: LabNames, timeoutMs: number
     '--serving-ip',
     state.hostIP,
   ];
-  c.pid = await startHostProcess({ cgroup: c.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: c.log, cwd: REPO_ROOT });
+  c.pid = await startHostProcess({ cgroup: c.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: c.log, cwd: repoRoot() });
   writeState(state);
   log.info({ lab: state.name, pid: c.pid, listen: c.listen, monitoring: c.monitoring, log: c.log }, 'controller started');
   await waitReady(controllerReadyUrl(c), c.pid, c.log, timeoutMs, 'controller');
@@ -799,7 +800,7 @@ async function startRelay(state: LabState, names: LabNames, timeoutMs: number): 
     '--root-cert',
     creds.rootFile,
   ];
-  r.pid = await startHostProcess({ cgroup: r.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: r.log, cwd: REPO_ROOT });
+  r.pid = await startHostProcess({ cgroup: r.cgroup, argv, env: { ...process.env, WEFT_LAB: state.name }, log: r.log, cwd: repoRoot() });
   writeState(state);
   log.info({ lab: state.name, pid: r.pid, listen: r.listen, log: r.log }, 'relay started');
   const deadline = Date.now() + timeoutMs;
@@ -814,9 +815,9 @@ async function startRelay(state: LabState, names: LabNames, timeoutMs: number): 
 // ---------------------------------------------------------------------------------------------
 // agents
 
-/** The agent entry point, `<repo>/dist/agent/cli/main.js`. */
+/** The agent entry point, `<repo>/dist/agent/cli/main.js` ($WEFT_AGENT_ENTRY overrides it). */
 export function agentEntry(): string {
-  return process.env.WEFT_AGENT_ENTRY ?? join(REPO_ROOT, 'dist', 'agent', 'cli', 'main.js');
+  return cliEntry();
 }
 
 async function startAgentFor(state: LabState, names: LabNames, node: NodeState, extraArgs: readonly string[] = []): Promise<void> {
@@ -864,7 +865,7 @@ async function startAgentFor(state: LabState, names: LabNames, node: NodeState, 
     ...extraArgs,
   ];
   const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LAB: state.name, WEFT_NODE_NAME: node.name, WEFT_NODE_IP: node.ip };
-  const pid = await startAgentProcess({ cgroup: node.agentCgroup, netnsPath: node.netnsPath, argv, env, log: node.agentLog, cwd: REPO_ROOT });
+  const pid = await startAgentProcess({ cgroup: node.agentCgroup, netnsPath: node.netnsPath, argv, env, log: node.agentLog, cwd: repoRoot() });
   node.agentPid = pid;
   writeState(state);
   log.info({ node: node.name, pid, log: node.agentLog }, 'agent started');

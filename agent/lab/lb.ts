@@ -3,12 +3,12 @@
 // outlives `weft lab up` and every later command reaches the map through its pin.
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BpfMap, BpfObject } from '../../native/index.js';
 import { array, encode, ipv4, pad, struct, u16, u32, type StructLayout } from '../../native/codec.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseIPv4 } from '../registry/cidr.js';
+import { bpfBuildPath } from '../system/assets.js';
 
 export const LB_PROGRAM = 'weft_lab_connect4';
 export const LB_MAP = 'weft_lab_svc';
@@ -17,12 +17,9 @@ const KEY_SIZE = 8;
 const BACKEND_SIZE = 8;
 const VALUE_SIZE = 8 + MAX_BACKENDS * BACKEND_SIZE;
 
-/** Repository root, from dist/agent/lab/lb.js (or agent/lab/lb.ts). */
-export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url));
-
 /** The compiled load balancer; throws (with how to build it) when it is missing. */
 export function lbObjectPath(): string {
-  const path = process.env.WEFT_LAB_LB_OBJECT ?? join(REPO_ROOT, 'bpf', 'build', 'lab_service_lb.bpf.o');
+  const path = process.env.WEFT_LAB_LB_OBJECT ?? join(bpfBuildPath(), 'lab_service_lb.bpf.o');
   if (!existsSync(path)) throw new WeftError(ErrorCodes.BPF, `${path} is missing: build the BPF programs with "make -C bpf"`);
   return path;
 }

@@ -4,10 +4,10 @@
 // left on the machine.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { LabNames } from '../../agent/lab/names.js';
+import { repoRoot } from '../../agent/system/assets.js';
 import { cgroup2Root, ensureBpffs } from '../../agent/system/mounts.js';
 
 // The host facts come from the agent's own implementation, so tests and agent agree on them.
@@ -16,15 +16,8 @@ export { BPFFS_ROOT as BPFFS, cgroup2Root, ensureBpffs } from '../../agent/syste
 /** Per-run prefix for every name a test creates (netns, cgroup, pin dir): short, unique per pid. */
 export const RUN_PREFIX = `wt${process.pid.toString(36)}`;
 
-/** Repo root, from either dist/test/helpers or test/helpers. */
-export function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bpf', 'Makefile'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('cannot find the repository root from ' + fileURLToPath(import.meta.url));
-}
+/** Repo root, from the agent's asset locator (tests and agent find the tree the same way). */
+export { repoRoot };
 
 /** Path of a compiled test fixture, bpf/build/test/<name>.bpf.o. */
 export function fixture(name: string): string {
