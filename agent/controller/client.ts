@@ -10,7 +10,7 @@ import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../erro
 import type { Logger } from '../log.js';
 import type { Resource } from '../registry/types.js';
 import { controllerProtos, type IstioCertificateRequest, type IstioCertificateResponse, type ResourceUpdate, type StreamRequest } from './proto.js';
-import { parseHostPort } from './server.js';
+import { parseHostPort } from '../system/host-port.js';
 
 /** SNI sent when the controller is dialled by IP (TLS forbids an IP there); the certificate is still checked against the IP. */
 const IP_SNI = 'weft-controller';

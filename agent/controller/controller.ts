@@ -16,7 +16,8 @@ import { MonitoringServer, type ControllerStatus } from './monitoring.js';
 import { ConfigRegistry } from './registry.js';
 import type { RateLimit } from './rate-limit.js';
 import { REVOKED_NODES_FILE, RevocationList } from './revocation.js';
-import { ControllerServer, parseHostPort } from './server.js';
+import { parseHostPort } from '../system/host-port.js';
+import { ControllerServer } from './server.js';
 
 /** The serving certificate is issued anew on every start. */
 const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;

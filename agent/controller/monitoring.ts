@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ControllerMetrics } from './metrics.js';
-import { parseHostPort } from './server.js';
+import { parseHostPort } from '../system/host-port.js';
 
 export interface ControllerStatus {
   trustDomain: string;

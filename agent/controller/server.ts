@@ -14,6 +14,7 @@ import type { CertificateAuthority } from './ca.js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import { formatSpiffeId, parseNodeSpiffeUri, uriSansOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
+import { parseHostPort } from '../system/host-port.js';
 import { resourceKey } from '../registry/parse.js';
 import type { PodResource, Resource } from '../registry/types.js';
 import { checkCsr, type CheckedCsr } from './csr.js';
@@ -116,14 +117,6 @@ function status(code: grpc.status, details: string): Partial<grpc.StatusObject> 
 
 function toProtoProblem(p: ConfigProblem): ConfigProblem {
   return { file: p.file, line: p.line, field: p.field, reason: p.reason };
-}
-
-/** Splits `HOST:PORT` / `[v6]:PORT`. */
-export function parseHostPort(text: string, flag = 'address'): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${text}" is not HOST:PORT`);
-  return { host: m[1] ?? m[2]!, port };
 }
 
 export class ControllerServer {

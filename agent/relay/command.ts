@@ -11,7 +11,7 @@ import { DEFAULT_MAX_STREAMS, OBSERVER_PORT } from '../flows/observer-server.js'
 import { DEFAULT_OBSERVER_CREDENTIAL_TTL_SECONDS, loadTlsCredential, writeObserverCredentialFiles, type TlsCredential } from '../flows/observer-tls.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { weftVersion } from '../system/version.js';
-import { parseHostPort } from '../controller/server.js';
+import { parseHostPort } from '../system/host-port.js';
 import { PeerPool, controllerPeers, parsePeer, staticPeers, type Discover } from './peers.js';
 import { RelayServer } from './server.js';
 
