@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { labApply, labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
 import type { CaptureStats } from '../agent/datapath/events.js';
-import type { PodProxyStats } from '../agent/ztunnel/inpod.js';
+import type { PodProxyStats } from '../agent/ztunnel/pod-proxy.js';
 import { cgroupId } from '../agent/system/mounts.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 

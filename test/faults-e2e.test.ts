@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
 import type { CertSnapshot } from '../agent/identity/manager.js';
-import type { PodProxyStats } from '../agent/ztunnel/inpod.js';
+import type { PodProxyStats } from '../agent/ztunnel/pod-proxy.js';
 import { metricsOf, sample } from './helpers/metrics.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labApply, labDown, labUp, type LabHandle } from '../agent/lab/index.js';
 import { agentAdminGet, eventually } from '../agent/node/admin-client.js';
-import type { PodProxyStats } from '../agent/ztunnel/inpod.js';
+import type { PodProxyStats } from '../agent/ztunnel/pod-proxy.js';
 import { bridgeMac } from '../agent/lab/net.js';
 import { repoRoot, requirePrivileges, requireLab } from './helpers/privileged.js';
 

@@ -29,11 +29,11 @@ export interface ConnectionEvent {
   dropReason?: DropReason;
   src: SockAddr;
   dst: SockAddr;
-  /** `ns/name` of the pod on each side, when known. */
-  srcWorkload?: string;
-  dstWorkload?: string;
-  /** `ns/name` of the service the client addressed. */
-  service?: string;
+  /** The pod on each side, when known (resolved by the proxy, which knows them). */
+  srcWorkload?: Workload;
+  dstWorkload?: Workload;
+  /** The service the client addressed. */
+  service?: { name: string; namespace: string };
   info: ConnectionInfo;
 }
 
@@ -48,11 +48,6 @@ function endpointOf(w: Workload | undefined): Endpoint | undefined {
     .concat(`k8s:io.kubernetes.pod.namespace=${w.namespace}`, `k8s:io.cilium.k8s.policy.serviceaccount=${w.serviceAccount}`)
     .sort();
   return { namespace: w.namespace, pod_name: w.name, labels, workloads: [{ name: workloadOfPod(w.name), kind: 'Pod' }] };
-}
-
-function serviceOf(state: ClusterState, key: string | undefined): Flow['destination_service'] {
-  const s = key ? state.serviceByKey(key) : undefined;
-  return s ? { name: s.name, namespace: s.namespace } : undefined;
 }
 
 export class FlowBuilder {
@@ -75,18 +70,15 @@ export class FlowBuilder {
     };
   }
 
-  /** A proxied connection: FORWARDED at its end with bytes, or DROPPED with the reason. */
+  /** A proxied connection: FORWARDED at its end with bytes, or DROPPED with the reason. Built from
+   * what the proxy resolved; nothing is looked up again. */
   connection(e: ConnectionEvent): { flow: Flow; info: ConnectionInfo } {
-    const state = this.state();
     const flow = this.base(e.verdict, e.src, e.dst, e.direction);
-    const srcW = e.srcWorkload ? state.workloadByKey(e.srcWorkload) : state.workloadByIp(e.src.ip);
-    const dstW = e.dstWorkload ? state.workloadByKey(e.dstWorkload) : state.workloadByIp(e.dst.ip);
-    const source = endpointOf(srcW);
-    const destination = endpointOf(dstW);
+    const source = endpointOf(e.srcWorkload);
+    const destination = endpointOf(e.dstWorkload);
     if (source) flow.source = source;
     if (destination) flow.destination = destination;
-    const svc = serviceOf(state, e.service);
-    if (svc) flow.destination_service = svc;
+    if (e.service) flow.destination_service = { name: e.service.name, namespace: e.service.namespace };
     if (e.verdict === 'DROPPED') {
       const reason = e.dropReason ?? 'POLICY_DENIED';
       flow.drop_reason_desc = reason;

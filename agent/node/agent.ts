@@ -21,7 +21,7 @@ import { FlowStore } from '../flows/store.js';
 import { ObserverServer, type ObserverServeOptions } from '../flows/observer-server.js';
 import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
-import { PodProxy, type EnrolledWorkload, type ListenerFds } from '../ztunnel/inpod.js';
+import { PodProxy, type EnrolledWorkload, type ListenerFds } from '../ztunnel/pod-proxy.js';
 import { awaitHandover, sendHandover } from './handover.js';
 import { closeSync } from 'node:fs';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';

@@ -11,7 +11,7 @@
 import { receiveFds, sendFds, type FdMessage } from '../../native/index.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { HandedCertificate } from '../identity/manager.js';
-import type { ListenerFds } from '../ztunnel/inpod.js';
+import type { ListenerFds } from '../ztunnel/pod-proxy.js';
 
 /** What one agent hands to the next. */
 export interface Handover {
