@@ -8,7 +8,6 @@ import { formatProblem, errorMessage, type ConfigProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { readConfigText, yamlFilesOf } from '../registry/load.js';
 import { parseDocuments, problemAt, problemKind, resourceKey, stripSource } from '../registry/parse.js';
-import '../registry/policy-parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
 import type { ControllerMetrics } from './metrics.js';
 

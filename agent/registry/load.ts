@@ -5,8 +5,6 @@ import { join, resolve } from 'node:path';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { Resource, WithSource } from './types.js';
 import { MAX_FILE_CHARS, parseDocuments, problemAt, resourceKey } from './parse.js';
-// The policy kinds register themselves with the parser; every loader accepts them.
-import './policy-parse.js';
 
 export interface LoadResult {
   resources: Array<WithSource<Resource>>;

@@ -1,334 +1,28 @@
-// Parsing and strict validation of Kubernetes-style YAML documents. Every problem names file, line,
-// field path (`spec.containers[0].command`) and reason; nothing is thrown per document — callers collect
-// every problem of every file and throw one ConfigError (see load.ts).
-import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, type Document, type Node as YamlNode, type YAMLError } from 'yaml';
+// Reading Kubernetes-style YAML: the multi-document entry. A file's text becomes its resources and
+// its problems, each naming file, line, field path (`spec.containers[0].command`) and reason; nothing
+// is thrown per document — callers collect every problem of every file and throw one ConfigError (see
+// load.ts). Each document's kind is looked up in the kinds table (kinds.ts); the field checks are in
+// validators.ts, the kinds' own checks in core-kinds.ts and policy-kinds.ts.
+import { LineCounter, parseAllDocuments, isMap, isScalar, type Document, type YAMLError } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
-import type {
-  Container,
-  ContainerPort,
-  LabConfigResource,
-  NamespaceResource,
-  NodeResource,
-  ObjectMeta,
-  PodResource,
-  Resource,
-  ServicePort,
-  ServiceResource,
-  WithSource,
-} from './types.js';
-import { parseCidr, parseIPv4 } from './cidr.js';
-import { durationProblem } from './duration.js';
+import type { ObjectMeta, Resource, WithSource } from './types.js';
+import { kindSpec, knownKinds, type KindSpec } from './kinds.js';
 import { quote, safeName } from './quote.js';
+import {
+  DocContext,
+  checkLabelName,
+  checkObject,
+  checkString,
+  checkStringMap,
+  checkSubdomainName,
+  describe,
+  formatPath,
+  isPlainObject,
+  type Json,
+  type PathSeg,
+} from './validators.js';
 
-export { quote } from './quote.js';
-
-export type PathSeg = string | number;
-
-export function formatPath(path: readonly PathSeg[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else {
-      const s = safeName(seg);
-      out += out ? `.${s}` : s;
-    }
-  }
-  return out;
-}
-
-/** One YAML document being validated: knows how to turn a field path into the line of its node. */
-export class DocContext {
-  constructor(
-    readonly file: string,
-    readonly doc: Document.Parsed,
-    private readonly lc: LineCounter,
-    readonly problems: ConfigProblem[],
-  ) {}
-
-  /** Line (1-based) of the document's first content node. */
-  get startLine(): number {
-    const c = this.doc.contents;
-    const off = c?.range?.[0] ?? this.doc.range?.[0] ?? 0;
-    return this.lc.linePos(off).line;
-  }
-
-  /**
-   * The line of the node at `path`; with `atKey`, the line of its key. A path that does not exist
-   * resolves to its deepest existing ancestor (e.g. a missing required field → the parent's key line).
-   */
-  line(path: readonly PathSeg[], atKey = false): number {
-    let node: unknown = this.doc.contents;
-    let best: number | undefined = (node as YamlNode | null)?.range?.[0];
-    for (let i = 0; i < path.length; i++) {
-      const seg = path[i]!;
-      const last = i === path.length - 1;
-      if (isMap(node) && typeof seg === 'string') {
-        const pair = node.items.find((p) => (isScalar(p.key) ? String(p.key.value) : p.key) === seg);
-        if (!pair) break;
-        const keyOff = (pair.key as YamlNode | null)?.range?.[0];
-        const valOff = (pair.value as YamlNode | null)?.range?.[0];
-        if (last && atKey) {
-          best = keyOff ?? best;
-        } else {
-          best = valOff ?? keyOff ?? best;
-        }
-        // For a flow value starting on the key's line, the key line is what an editor shows; same line.
-        node = pair.value;
-      } else if (isSeq(node) && typeof seg === 'number') {
-        const item = node.items[seg] as YamlNode | undefined;
-        if (!item) break;
-        best = item.range?.[0] ?? best;
-        node = item;
-      } else {
-        break;
-      }
-    }
-    return this.lc.linePos(best ?? 0).line;
-  }
-
-  add(path: readonly PathSeg[], reason: string, atKey = false): void {
-    this.problems.push({ file: this.file, line: this.line(path, atKey), field: formatPath(path), reason });
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small typed checkers. Each returns the value when valid, else records a problem and returns undefined.
-
-type Json = unknown;
-
-/**
- * A YAML mapping as toJS() returns it. Other objects a tag can produce (`!!binary` → Buffer,
- * `!!timestamp` → Date, `!!set` → Set, `!!omap` → Map) are not mappings of fields.
- */
-export function isPlainObject(v: Json): v is Record<string, Json> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
-  const proto: unknown = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
-
-export function checkObject(
-  ctx: DocContext,
-  path: PathSeg[],
-  v: Json,
-  allowed: readonly string[],
-  opts: { required?: boolean; tolerated?: readonly string[] } = {},
-): Record<string, Json> | undefined {
-  if (v === undefined || v === null) {
-    if (opts.required) ctx.add(path, 'required field is missing');
-    return undefined;
-  }
-  if (!isPlainObject(v)) {
-    ctx.add(path, `must be a mapping, got ${describe(v)}`);
-    return undefined;
-  }
-  for (const k of Object.keys(v)) {
-    if (!allowed.includes(k) && !opts.tolerated?.includes(k)) {
-      ctx.add([...path, k], `unknown field ${quote(k)} (allowed: ${allowed.join(', ')})`, true);
-    }
-  }
-  return v;
-}
-
-export function describe(v: Json): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a sequence';
-  if (v instanceof Uint8Array) return 'binary data (!!binary)';
-  if (v instanceof Date) return 'a timestamp (!!timestamp)';
-  if (v instanceof Set) return 'a set (!!set)';
-  if (v instanceof Map) return 'an ordered mapping (!!omap or !!pairs)';
-  if (typeof v === 'object') return 'a mapping';
-  if (typeof v === 'string') return `the string ${quote(v)}`;
-  if (typeof v === 'function' || typeof v === 'symbol') return typeof v;
-  return `${typeof v} ${String(v)}`;
-}
-
-export function checkString(
-  ctx: DocContext,
-  path: PathSeg[],
-  v: Json,
-  opts: { required?: boolean; pattern?: RegExp; patternReason?: string; maxLength?: number; oneOf?: readonly string[] } = {},
-): string | undefined {
-  if (v === undefined || v === null) {
-    if (opts.required) ctx.add(path, 'required field is missing');
-    return undefined;
-  }
-  if (typeof v !== 'string') {
-    ctx.add(path, `must be a string, got ${describe(v)}`);
-    return undefined;
-  }
-  if (opts.required && v === '') {
-    ctx.add(path, 'must not be empty');
-    return undefined;
-  }
-  if (opts.maxLength !== undefined && v.length > opts.maxLength) {
-    ctx.add(path, `${quote(v)} is longer than ${opts.maxLength} characters`);
-    return undefined;
-  }
-  if (opts.oneOf && !opts.oneOf.includes(v)) {
-    ctx.add(path, `${quote(v)} is not one of ${opts.oneOf.join(', ')}`);
-    return undefined;
-  }
-  if (opts.pattern && !opts.pattern.test(v)) {
-    ctx.add(path, `${quote(v)} ${opts.patternReason ?? `does not match ${opts.pattern}`}`);
-    return undefined;
-  }
-  return v;
-}
-
-export function checkPort(ctx: DocContext, path: PathSeg[], v: Json, required: boolean): number | undefined {
-  if (v === undefined || v === null) {
-    if (required) ctx.add(path, 'required field is missing');
-    return undefined;
-  }
-  if (typeof v !== 'number' || !Number.isInteger(v)) {
-    ctx.add(path, `must be an integer port number, got ${describe(v)}`);
-    return undefined;
-  }
-  if (v < 1 || v > 65535) {
-    ctx.add(path, `port ${v} is outside 1-65535`);
-    return undefined;
-  }
-  return v;
-}
-
-export function checkStringArray(ctx: DocContext, path: PathSeg[], v: Json, opts: { required?: boolean; nonEmpty?: boolean } = {}): string[] | undefined {
-  if (v === undefined || v === null) {
-    if (opts.required) ctx.add(path, 'required field is missing');
-    return undefined;
-  }
-  if (!Array.isArray(v)) {
-    ctx.add(path, `must be a sequence of strings, got ${describe(v)}`);
-    return undefined;
-  }
-  if (opts.nonEmpty && v.length === 0) {
-    ctx.add(path, 'must not be empty');
-    return undefined;
-  }
-  let ok = true;
-  v.forEach((item, i) => {
-    if (typeof item !== 'string') {
-      ctx.add([...path, i], `must be a string, got ${describe(item)}`);
-      ok = false;
-    }
-  });
-  return ok ? (v as string[]) : undefined;
-}
-
-/** A CIDR; with `size`, one with a prefix no longer than `maxPrefix` (`forWhat`: "pods" → "too small for pods"). */
-export function checkCidr(ctx: DocContext, path: PathSeg[], v: Json, required: boolean, size?: { maxPrefix: number; forWhat?: string }): string | undefined {
-  const s = checkString(ctx, path, v, { required });
-  if (s === undefined) return undefined;
-  const c = parseCidr(s);
-  if (typeof c === 'string') {
-    ctx.add(path, c);
-    return undefined;
-  }
-  // Reported, but the value is still returned: the caller decides from the problem count.
-  if (size && c.prefix > size.maxPrefix) ctx.add(path, `${c.text} is too small${size.forWhat ? ` for ${size.forWhat}` : ''} (prefix must be /${size.maxPrefix} or shorter)`);
-  return c.text;
-}
-
-export function checkIPv4(ctx: DocContext, path: PathSeg[], v: Json, required: boolean): string | undefined {
-  const s = checkString(ctx, path, v, { required });
-  if (s === undefined) return undefined;
-  if (parseIPv4(s) === undefined) {
-    ctx.add(path, `${quote(s)} is not an IPv4 address`);
-    return undefined;
-  }
-  return s;
-}
-
-export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-export const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const LABEL_NAME = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$/;
-const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
-const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
-
-export function checkLabelName(ctx: DocContext, path: PathSeg[], v: Json): string | undefined {
-  return checkString(ctx, path, v, {
-    required: true,
-    maxLength: 63,
-    pattern: DNS1123_LABEL,
-    patternReason: 'is not a valid name (DNS-1123 label: lower-case letters, digits and "-", starting and ending alphanumeric)',
-  });
-}
-
-export function checkSubdomainName(ctx: DocContext, path: PathSeg[], v: Json, required = true): string | undefined {
-  return checkString(ctx, path, v, {
-    required,
-    maxLength: 253,
-    pattern: DNS1123_SUBDOMAIN,
-    patternReason: 'is not a valid name (DNS-1123 subdomain: lower-case letters, digits, "-" and ".")',
-  });
-}
-
-/** A Kubernetes qualified name (`prefix/name`): what label and annotation keys must be. */
-function checkLabelKey(ctx: DocContext, path: PathSeg[], key: string, what: 'label' | 'annotation'): boolean {
-  const slash = key.indexOf('/');
-  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
-  const name = slash >= 0 ? key.slice(slash + 1) : key;
-  if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) {
-    ctx.add(path, `key ${quote(key)} has an invalid prefix (must be a DNS-1123 subdomain)`, true);
-    return false;
-  }
-  if (name.length === 0 || name.length > 63 || !LABEL_NAME.test(name)) {
-    ctx.add(path, `key ${quote(key)} is not a valid ${what} key`, true);
-    return false;
-  }
-  return true;
-}
-
-export function checkStringMap(
-  ctx: DocContext,
-  path: PathSeg[],
-  v: Json,
-  kind: 'labels' | 'annotations' | 'selector',
-): Record<string, string> | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!isPlainObject(v)) {
-    ctx.add(path, `must be a mapping of strings, got ${describe(v)}`);
-    return undefined;
-  }
-  const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v)) {
-    const p = [...path, k];
-    if (typeof val !== 'string') {
-      ctx.add(p, `value must be a string, got ${describe(val)} (quote it)`);
-      continue;
-    }
-    // Annotation keys follow the label key rules too (as the API server checks them); values are free.
-    if (!checkLabelKey(ctx, p, k, kind === 'annotations' ? 'annotation' : 'label')) continue;
-    if (kind !== 'annotations') {
-      if (val.length > 63 || !LABEL_VALUE.test(val)) {
-        ctx.add(p, `${quote(val)} is not a valid label value`);
-        continue;
-      }
-    }
-    out[k] = val;
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kinds
-
-export interface KindSpec {
-  apiVersions: readonly string[];
-  namespaced: boolean;
-  /** Validates the whole document; returns the normalised resource, or undefined if it had problems. */
-  validate(ctx: DocContext, raw: Record<string, Json>, meta: ObjectMeta): unknown;
-}
-
-const kinds = new Map<string, KindSpec>();
-
-/** Other components (policies, routes) register their kinds here so one loader reads them all. */
-export function registerKind(kind: string, spec: KindSpec): void {
-  kinds.set(kind, spec);
-}
-
-export function knownKinds(): string[] {
-  return [...kinds.keys()].sort();
-}
+export { knownKinds } from './kinds.js';
 
 function checkMetadata(ctx: DocContext, raw: Json, spec: KindSpec, kind: string): ObjectMeta | undefined {
   const before = ctx.problems.length;
@@ -338,7 +32,7 @@ function checkMetadata(ctx: DocContext, raw: Json, spec: KindSpec, kind: string)
   });
   if (!m) return undefined;
   const name =
-    kind === 'Pod' ? checkSubdomainName(ctx, ['metadata', 'name'], m.name) : checkLabelName(ctx, ['metadata', 'name'], m.name);
+    spec.name === 'dns1123-subdomain' ? checkSubdomainName(ctx, ['metadata', 'name'], m.name) : checkLabelName(ctx, ['metadata', 'name'], m.name);
   let namespace: string | undefined;
   if (spec.namespaced) {
     namespace = m.namespace === undefined ? 'default' : checkLabelName(ctx, ['metadata', 'namespace'], m.namespace);
@@ -354,234 +48,6 @@ function checkMetadata(ctx: DocContext, raw: Json, spec: KindSpec, kind: string)
   if (annotations && Object.keys(annotations).length) meta.annotations = annotations;
   return meta;
 }
-
-const TOP = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
-
-registerKind('Node', {
-  apiVersions: ['weft.io/v1alpha1'],
-  namespaced: false,
-  validate(ctx, raw, meta): NodeResource | undefined {
-    const before = ctx.problems.length;
-    checkObject(ctx, [], raw, TOP);
-    const spec = checkObject(ctx, ['spec'], raw.spec, ['podCIDR'], { required: true });
-    const podCIDR = spec ? checkCidr(ctx, ['spec', 'podCIDR'], spec.podCIDR, true, { maxPrefix: 30, forWhat: 'pods' }) : undefined;
-    let addresses: Array<{ type: 'InternalIP'; address: string }> | undefined;
-    const status = checkObject(ctx, ['status'], raw.status, ['addresses']);
-    if (status && status.addresses !== undefined) {
-      if (!Array.isArray(status.addresses)) ctx.add(['status', 'addresses'], 'must be a sequence');
-      else {
-        addresses = [];
-        status.addresses.forEach((a, i) => {
-          const p = ['status', 'addresses', i];
-          const o = checkObject(ctx, p, a, ['type', 'address'], { required: true });
-          if (!o) return;
-          const type = checkString(ctx, [...p, 'type'], o.type, { required: true, oneOf: ['InternalIP'] });
-          const address = checkIPv4(ctx, [...p, 'address'], o.address, true);
-          if (type && address) addresses!.push({ type: 'InternalIP', address });
-        });
-      }
-    }
-    if (ctx.problems.length !== before || !podCIDR) return undefined;
-    const r: NodeResource = { apiVersion: 'weft.io/v1alpha1', kind: 'Node', metadata: meta, spec: { podCIDR } };
-    if (addresses) r.status = { addresses };
-    return r;
-  },
-});
-
-registerKind('Namespace', {
-  apiVersions: ['v1'],
-  namespaced: false,
-  validate(ctx, raw, meta): NamespaceResource | undefined {
-    const before = ctx.problems.length;
-    checkObject(ctx, [], raw, TOP);
-    checkObject(ctx, ['spec'], raw.spec, [], { tolerated: ['finalizers'] });
-    checkObject(ctx, ['status'], raw.status, [], { tolerated: ['phase'] });
-    if (ctx.problems.length !== before) return undefined;
-    return { apiVersion: 'v1', kind: 'Namespace', metadata: meta };
-  },
-});
-
-registerKind('Pod', {
-  apiVersions: ['v1'],
-  namespaced: true,
-  validate(ctx, raw, meta): PodResource | undefined {
-    const before = ctx.problems.length;
-    checkObject(ctx, [], raw, TOP);
-    const spec = checkObject(ctx, ['spec'], raw.spec, ['nodeName', 'serviceAccountName', 'containers'], {
-      required: true,
-      tolerated: ['restartPolicy', 'terminationGracePeriodSeconds'],
-    });
-    let nodeName: string | undefined;
-    let serviceAccountName: string | undefined;
-    const containers: Container[] = [];
-    if (spec) {
-      nodeName = checkLabelName(ctx, ['spec', 'nodeName'], spec.nodeName);
-      if (spec.serviceAccountName !== undefined) serviceAccountName = checkSubdomainName(ctx, ['spec', 'serviceAccountName'], spec.serviceAccountName);
-      const cs = spec.containers;
-      if (cs === undefined || cs === null) ctx.add(['spec', 'containers'], 'required field is missing');
-      else if (!Array.isArray(cs)) ctx.add(['spec', 'containers'], `must be a sequence, got ${describe(cs)}`);
-      else if (cs.length === 0) ctx.add(['spec', 'containers'], 'a pod needs at least one container');
-      else {
-        const names = new Set<string>();
-        cs.forEach((c, i) => {
-          const p: PathSeg[] = ['spec', 'containers', i];
-          const o = checkObject(ctx, p, c, ['name', 'command', 'args', 'ports', 'env'], {
-            required: true,
-            tolerated: ['image', 'imagePullPolicy'],
-          });
-          if (!o) return;
-          const name = checkLabelName(ctx, [...p, 'name'], o.name);
-          if (name !== undefined) {
-            if (names.has(name)) ctx.add([...p, 'name'], `duplicate container name "${name}"`);
-            names.add(name);
-          }
-          const command = checkStringArray(ctx, [...p, 'command'], o.command, { required: true, nonEmpty: true });
-          const args = checkStringArray(ctx, [...p, 'args'], o.args);
-          const ports: ContainerPort[] = [];
-          if (o.ports !== undefined && o.ports !== null) {
-            if (!Array.isArray(o.ports)) ctx.add([...p, 'ports'], `must be a sequence, got ${describe(o.ports)}`);
-            else
-              o.ports.forEach((pt, j) => {
-                const pp = [...p, 'ports', j];
-                const po = checkObject(ctx, pp, pt, ['containerPort', 'name', 'protocol'], { required: true });
-                if (!po) return;
-                const containerPort = checkPort(ctx, [...pp, 'containerPort'], po.containerPort, true);
-                const pname = po.name === undefined ? undefined : checkLabelName(ctx, [...pp, 'name'], po.name);
-                const protocol = po.protocol === undefined ? undefined : checkString(ctx, [...pp, 'protocol'], po.protocol, { oneOf: ['TCP', 'UDP'] });
-                if (containerPort === undefined) return;
-                const cp: ContainerPort = { containerPort };
-                if (pname) cp.name = pname;
-                if (protocol) cp.protocol = protocol as 'TCP' | 'UDP';
-                ports.push(cp);
-              });
-          }
-          const env: Array<{ name: string; value: string }> = [];
-          if (o.env !== undefined && o.env !== null) {
-            if (!Array.isArray(o.env)) ctx.add([...p, 'env'], `must be a sequence, got ${describe(o.env)}`);
-            else
-              o.env.forEach((e, j) => {
-                const ep = [...p, 'env', j];
-                const eo = checkObject(ctx, ep, e, ['name', 'value'], { required: true });
-                if (!eo) return;
-                const en = checkString(ctx, [...ep, 'name'], eo.name, { required: true, pattern: ENV_NAME, patternReason: 'is not a valid environment variable name' });
-                let ev: string | undefined;
-                if (typeof eo.value === 'number' || typeof eo.value === 'boolean') ctx.add([...ep, 'value'], `must be a string, got ${describe(eo.value)} (quote it)`);
-                else ev = eo.value === undefined ? '' : checkString(ctx, [...ep, 'value'], eo.value);
-                if (en !== undefined && ev !== undefined) env.push({ name: en, value: ev });
-              });
-          }
-          if (name !== undefined && command !== undefined) {
-            const container: Container = { name, command: args ? [...command, ...args] : [...command] };
-            if (ports.length) container.ports = ports;
-            if (env.length) container.env = env;
-            containers.push(container);
-          }
-        });
-      }
-    }
-    let status: PodResource['status'];
-    const st = checkObject(ctx, ['status'], raw.status, ['podIP', 'hostIP', 'phase']);
-    if (st) {
-      status = {};
-      const podIP = st.podIP === undefined ? undefined : checkIPv4(ctx, ['status', 'podIP'], st.podIP, false);
-      const hostIP = st.hostIP === undefined ? undefined : checkIPv4(ctx, ['status', 'hostIP'], st.hostIP, false);
-      const phase = st.phase === undefined ? undefined : checkString(ctx, ['status', 'phase'], st.phase, { oneOf: ['Pending', 'Running'] });
-      if (podIP) status.podIP = podIP;
-      if (hostIP) status.hostIP = hostIP;
-      if (phase) status.phase = phase as 'Pending' | 'Running';
-    }
-    if (ctx.problems.length !== before || nodeName === undefined) return undefined;
-    const r: PodResource = {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: meta as ObjectMeta & { namespace: string },
-      spec: { nodeName, containers },
-    };
-    if (serviceAccountName) r.spec.serviceAccountName = serviceAccountName;
-    if (status) r.status = status;
-    return r;
-  },
-});
-
-registerKind('Service', {
-  apiVersions: ['v1'],
-  namespaced: true,
-  validate(ctx, raw, meta): ServiceResource | undefined {
-    const before = ctx.problems.length;
-    checkObject(ctx, [], raw, TOP);
-    const spec = checkObject(ctx, ['spec'], raw.spec, ['selector', 'ports', 'clusterIP'], { required: true, tolerated: ['type'] });
-    const ports: ServicePort[] = [];
-    let selector: Record<string, string> | undefined;
-    let clusterIP: string | undefined;
-    if (spec) {
-      if (spec.type !== undefined) checkString(ctx, ['spec', 'type'], spec.type, { oneOf: ['ClusterIP'] });
-      selector = checkStringMap(ctx, ['spec', 'selector'], spec.selector, 'selector');
-      if (spec.clusterIP !== undefined) clusterIP = checkIPv4(ctx, ['spec', 'clusterIP'], spec.clusterIP, false);
-      const ps = spec.ports;
-      if (ps === undefined || ps === null) ctx.add(['spec', 'ports'], 'required field is missing');
-      else if (!Array.isArray(ps)) ctx.add(['spec', 'ports'], `must be a sequence, got ${describe(ps)}`);
-      else if (ps.length === 0) ctx.add(['spec', 'ports'], 'a service needs at least one port');
-      else {
-        const seen = new Map<string, number>();
-        ps.forEach((pt, i) => {
-          const p: PathSeg[] = ['spec', 'ports', i];
-          const o = checkObject(ctx, p, pt, ['name', 'port', 'targetPort', 'protocol'], { required: true });
-          if (!o) return;
-          const port = checkPort(ctx, [...p, 'port'], o.port, true);
-          let targetPort: number | undefined;
-          if (typeof o.targetPort === 'string') ctx.add([...p, 'targetPort'], `named target ports (${quote(o.targetPort)}) are not supported; use a number`);
-          else targetPort = checkPort(ctx, [...p, 'targetPort'], o.targetPort, false);
-          const name = o.name === undefined ? undefined : checkLabelName(ctx, [...p, 'name'], o.name);
-          const protocol = o.protocol === undefined ? undefined : checkString(ctx, [...p, 'protocol'], o.protocol, { oneOf: ['TCP', 'UDP'] });
-          if (port === undefined) return;
-          const key = `${port}/${protocol ?? 'TCP'}`;
-          if (seen.has(key)) ctx.add([...p, 'port'], `duplicate port ${key} (also spec.ports[${seen.get(key)}])`);
-          seen.set(key, i);
-          if (ps.length > 1 && name === undefined) ctx.add(p, 'ports must be named when a service has more than one');
-          const sp: ServicePort = { port };
-          if (name) sp.name = name;
-          if (targetPort !== undefined) sp.targetPort = targetPort;
-          if (protocol) sp.protocol = protocol as 'TCP' | 'UDP';
-          ports.push(sp);
-        });
-      }
-    }
-    checkObject(ctx, ['status'], raw.status, [], { tolerated: ['loadBalancer'] });
-    if (ctx.problems.length !== before) return undefined;
-    const r: ServiceResource = { apiVersion: 'v1', kind: 'Service', metadata: meta as ObjectMeta & { namespace: string }, spec: { ports } };
-    if (selector && Object.keys(selector).length) r.spec.selector = selector;
-    if (clusterIP) r.spec.clusterIP = clusterIP;
-    return r;
-  },
-});
-
-registerKind('LabConfig', {
-  apiVersions: ['weft.io/v1alpha1'],
-  namespaced: false,
-  validate(ctx, raw, meta): LabConfigResource | undefined {
-    const before = ctx.problems.length;
-    checkObject(ctx, [], raw, ['apiVersion', 'kind', 'metadata', 'spec']);
-    const spec = checkObject(ctx, ['spec'], raw.spec, ['nodeNetwork', 'serviceCIDR', 'clusterDomain', 'trustDomain', 'workloadCertTTL']) ?? {};
-    const nodeNetwork = checkCidr(ctx, ['spec', 'nodeNetwork'], spec.nodeNetwork, false, { maxPrefix: 29 });
-    const serviceCIDR = checkCidr(ctx, ['spec', 'serviceCIDR'], spec.serviceCIDR, false, { maxPrefix: 28 });
-    const clusterDomain = spec.clusterDomain === undefined ? undefined : checkSubdomainName(ctx, ['spec', 'clusterDomain'], spec.clusterDomain);
-    const trustDomain = spec.trustDomain === undefined ? undefined : checkSubdomainName(ctx, ['spec', 'trustDomain'], spec.trustDomain);
-    let workloadCertTTL: string | undefined;
-    if (spec.workloadCertTTL !== undefined) {
-      workloadCertTTL = checkString(ctx, ['spec', 'workloadCertTTL'], spec.workloadCertTTL, { required: true });
-      const why = workloadCertTTL === undefined ? undefined : durationProblem(workloadCertTTL);
-      if (why) ctx.add(['spec', 'workloadCertTTL'], why);
-    }
-    if (ctx.problems.length !== before) return undefined;
-    const r: LabConfigResource = { apiVersion: 'weft.io/v1alpha1', kind: 'LabConfig', metadata: meta, spec: {} };
-    if (nodeNetwork) r.spec.nodeNetwork = nodeNetwork;
-    if (serviceCIDR) r.spec.serviceCIDR = serviceCIDR;
-    if (clusterDomain) r.spec.clusterDomain = clusterDomain;
-    if (trustDomain) r.spec.trustDomain = trustDomain;
-    if (workloadCertTTL) r.spec.workloadCertTTL = workloadCertTTL;
-    return r;
-  },
-});
 
 // ---------------------------------------------------------------------------------------------
 
@@ -699,8 +165,8 @@ function errorsByDocument(list: readonly Document.Parsed[]): YAMLError[][] {
 const problemKinds = new WeakMap<ConfigProblem, string>();
 
 /**
- * The kind of the document a problem of parseDocuments is about (for metrics labels): a registered
- * kind, or 'unknown' (no kind, an unregistered one, a syntax error before it). Never user text, so
+ * The kind of the document a problem of parseDocuments is about (for metrics labels): a kind of
+ * the table, or 'unknown' (no kind, one not in the table, a syntax error before it). Never user text, so
  * hostile documents cannot mint label values.
  */
 export function problemKind(p: ConfigProblem): string {
@@ -712,7 +178,7 @@ function documentKind(doc: Document.Parsed): string {
   if (!isMap(c)) return 'unknown';
   const pair = c.items.find((it) => isScalar(it.key) && it.key.value === 'kind');
   const v = pair && isScalar(pair.value) ? pair.value.value : undefined;
-  return typeof v === 'string' && kinds.has(v) ? v : 'unknown';
+  return typeof v === 'string' && kindSpec(v) !== undefined ? v : 'unknown';
 }
 
 /** Largest file parseDocuments reads (characters): far above any real configuration, bounds parse time and memory. */
@@ -798,7 +264,7 @@ function validateDocument(ctx: DocContext, raw: Json): WithSource<Resource> | un
   const kind = checkString(ctx, ['kind'], raw.kind, { required: true });
   const apiVersion = checkString(ctx, ['apiVersion'], raw.apiVersion, { required: true });
   if (kind === undefined || apiVersion === undefined) return undefined;
-  const spec = kinds.get(kind);
+  const spec = kindSpec(kind);
   if (!spec) {
     ctx.add(['kind'], `unknown kind ${quote(kind)} (known kinds: ${knownKinds().join(', ')})`);
     return undefined;
@@ -812,7 +278,7 @@ function validateDocument(ctx: DocContext, raw: Json): WithSource<Resource> | un
   // Validate the body even if metadata failed, so one run reports every problem.
   const r = spec.validate(ctx, raw, meta ?? { name: '' });
   if (!meta || r === undefined || ctx.problems.length !== before) return undefined;
-  const out = Object.assign(r as Resource, { source: { file: ctx.file, line: ctx.startLine } }) as WithSource<Resource>;
+  const out = Object.assign(r, { source: { file: ctx.file, line: ctx.startLine } }) as WithSource<Resource>;
   contexts.set(out, ctx);
   return out;
 }
