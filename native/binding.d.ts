@@ -139,6 +139,27 @@ export interface RawSendFdsOptions {
   timeoutMs: number;
 }
 
+/** One policy-routing rule: `pref <priority> fwmark <fwmark> lookup <table>` (IPv4). */
+export interface RawRoutingRule {
+  priority: number;
+  fwmark: number;
+  table: number;
+}
+
+/** What setupTransparentRouting adds, and clear/list look at: the local route's table and the rules. */
+export interface RawTransparentRoutingOptions {
+  table: number;
+  rules: readonly RawRoutingRule[];
+}
+
+/** A rule as the netns has it (a foreign rule with one of the priorities may lack a mark or a table). */
+export interface RawRoutingRuleState {
+  priority: number;
+  fwmark?: number;
+  fwmask?: number;
+  table?: number;
+}
+
 export interface Binding {
   setErrorClasses(classes: { SyscallError: Function; WeftError: Function }): void;
   libbpfVersion(): string;
@@ -159,4 +180,7 @@ export interface Binding {
   tcpQueuedBytes(fd: number): bigint;
   receiveFds(path: string, options: RawReceiveFdsOptions): Promise<RawFdMessage[]>;
   sendFds(path: string, messages: readonly RawFdMessage[], options: RawSendFdsOptions): Promise<void>;
+  setupTransparentRouting(netnsPath: string, options: RawTransparentRoutingOptions): Promise<void>;
+  clearTransparentRouting(netnsPath: string, options: RawTransparentRoutingOptions): Promise<void>;
+  listRoutingRules(netnsPath: string, options: RawTransparentRoutingOptions): Promise<RawRoutingRuleState[]>;
 }

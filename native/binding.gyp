@@ -10,7 +10,8 @@
         "src/map.cc",
         "src/ringbuf.cc",
         "src/netns.cc",
-        "src/fdpass.cc"
+        "src/fdpass.cc",
+        "src/route.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -19,11 +19,14 @@ import type {
   RawListenOptions,
   RawOpenOptions,
   RawReceiveFdsOptions,
+  RawRoutingRule,
+  RawRoutingRuleState,
   RawRingBufferConsumer,
   RawSendFdsOptions,
   RawSocketOptions,
   RawSockmapAttachment,
   RawTcAttachment,
+  RawTransparentRoutingOptions,
 } from './binding.js';
 
 const ADDON = join('native', 'build', 'Release', 'weft_native.node');
@@ -58,6 +61,9 @@ export type LinkInfo = RawLinkInfo;
 export type FdMessage = RawFdMessage;
 export type ReceiveFdsOptions = RawReceiveFdsOptions;
 export type SendFdsOptions = RawSendFdsOptions;
+export type RoutingRule = RawRoutingRule;
+export type RoutingRuleState = RawRoutingRuleState;
+export type TransparentRoutingOptions = RawTransparentRoutingOptions;
 
 export const BpfObject = binding.BpfObject;
 export type BpfObject = RawBpfObject;
@@ -152,6 +158,28 @@ export function receiveFds(path: string, options: ReceiveFdsOptions): Promise<Fd
  */
 export function sendFds(path: string, messages: readonly FdMessage[], options: SendFdsOptions): Promise<void> {
   return binding.sendFds(path, messages, options);
+}
+/**
+ * Policy routing for transparent sockets inside a netns, over rtnetlink on a libuv pool thread that
+ * enters it: route `local 0.0.0.0/0 dev lo table <table>` (replaced), each rule `pref <priority>
+ * fwmark <fwmark> lookup <table>` unless a rule with that priority exists, and the netns's sysctls
+ * net.ipv4.conf.all.accept_local = 1 and net.ipv4.tcp_fwmark_accept = 1. Idempotent. Argument errors
+ * throw a TypeError (code WEFT_ERR_NATIVE_USAGE); everything else rejects with SyscallError.
+ */
+export function setupTransparentRouting(netnsPath: string, options: TransparentRoutingOptions): Promise<void> {
+  return binding.setupTransparentRouting(netnsPath, options);
+}
+/**
+ * Undoes setupTransparentRouting: deletes every rule with one of the priorities, flushes the table
+ * (IPv4), sets both sysctls back to 0. Idempotent (missing pieces are no error); every step is tried,
+ * the first failure rejects.
+ */
+export function clearTransparentRouting(netnsPath: string, options: TransparentRoutingOptions): Promise<void> {
+  return binding.clearTransparentRouting(netnsPath, options);
+}
+/** The IPv4 rules of the netns whose priority is one of options.rules' priorities, in kernel order. */
+export function listRoutingRules(netnsPath: string, options: TransparentRoutingOptions): Promise<RoutingRuleState[]> {
+  return binding.listRoutingRules(netnsPath, options);
 }
 /** glibc malloc_trim(0): free C-heap pages go back to the kernel. */
 export function mallocTrim(): boolean {

@@ -317,6 +317,8 @@ static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 
 // fdpass.cc: receiveFds/sendFds (SCM_RIGHTS handover between agents).
 void InitFdpass(Napi::Env env, Napi::Object exports, AddonData* data);
+// route.cc: policy routing in a pod's netns over rtnetlink.
+void InitRoute(Napi::Env env, Napi::Object exports, AddonData* data);
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
@@ -332,6 +334,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitRingbuf(env, exports, data);
   InitNetns(env, exports, data);
   InitFdpass(env, exports, data);
+  InitRoute(env, exports, data);
   return exports;
 }
 

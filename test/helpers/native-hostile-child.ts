@@ -19,11 +19,14 @@ import {
   BpfObject,
   BpfProgram,
   RingBufferConsumer,
+  clearTransparentRouting,
   connectInNetns,
+  listRoutingRules,
   listenInNetns,
   netnsCookie,
   receiveFds,
   sendFds,
+  setupTransparentRouting,
   socketCookie,
   socketsInNetns,
   tcpQueuedBytes,
@@ -266,6 +269,18 @@ function fixedCases(): void {
     ['sendFds: fd 2^32 + 1', () => sendFds(join(pinDir, 'no.sock'), [{ data: Buffer.from('x'), fds: [2 ** 32 + 1] }], { timeoutMs: 10 }), { typeError: /fds\[0\] must be a non-negative integer fd/ }],
     ['receiveFds: NUL in the path', () => receiveFds(`${join(pinDir, 'r.sock')}\0x`, { timeoutMs: 10 }), { typeError: /must not contain NUL bytes/ }],
     ['receiveFds: timeout NaN', () => receiveFds(join(pinDir, 'r.sock'), { timeoutMs: NaN }), { typeError: /timeoutMs must be an integer/ }],
+    // policy routing: argument errors are synchronous TypeErrors naming the field (nothing is queued)
+    ['setupTransparentRouting: relative path', () => setupTransparentRouting('run/netns/x', { table: 100, rules: [{ priority: 100, fwmark: 1, table: 100 }] }), { typeError: /netnsPath must be an absolute path/ }],
+    ['setupTransparentRouting: NUL in the path', () => setupTransparentRouting(`${netnsPath}\0x`, { table: 100, rules: [{ priority: 100, fwmark: 1, table: 100 }] }), { typeError: /must not contain NUL bytes/ }],
+    ['setupTransparentRouting: table main', () => setupTransparentRouting(netnsPath, { table: 254, rules: [{ priority: 100, fwmark: 1, table: 100 }] }), { typeError: /options\.table must not be 253, 254 or 255/ }],
+    ['setupTransparentRouting: table 2^32 + 100 is not 100', () => setupTransparentRouting(netnsPath, { table: 2 ** 32 + 100, rules: [{ priority: 100, fwmark: 1, table: 100 }] }), { typeError: /options\.table must be an integer/ }],
+    ['setupTransparentRouting: priority NaN', () => setupTransparentRouting(netnsPath, { table: 100, rules: [{ priority: NaN, fwmark: 1, table: 100 }] }), { typeError: /options\.rules\[0\]\.priority must be an integer/ }],
+    ['setupTransparentRouting: fwmark 0 would match everything', () => setupTransparentRouting(netnsPath, { table: 100, rules: [{ priority: 100, fwmark: 0, table: 100 }] }), { typeError: /options\.rules\[0\]\.fwmark must be an integer in 1\.\./ }],
+    ['setupTransparentRouting: rules a string', () => setupTransparentRouting(netnsPath, { table: 100, rules: 'x' as unknown as [] }), { typeError: /options\.rules must be an array/ }],
+    ['clearTransparentRouting: options missing', () => (clearTransparentRouting as (...a: unknown[]) => unknown)(netnsPath), { typeError: /options must be an object/ }],
+    ['clearTransparentRouting: rule a number', () => clearTransparentRouting(netnsPath, { table: 100, rules: [5 as unknown as { priority: number; fwmark: number; table: number }] }), { typeError: /options\.rules\[0\] must be an object/ }],
+    ['listRoutingRules: path a BigInt', () => listRoutingRules(1n as unknown as string, { table: 100, rules: [{ priority: 100, fwmark: 1, table: 100 }] }), { typeError: /netnsPath must be a string/ }],
+    ['listRoutingRules: duplicate priority', () => listRoutingRules(netnsPath, { table: 100, rules: [{ priority: 7, fwmark: 1, table: 100 }, { priority: 7, fwmark: 2, table: 100 }] }), { typeError: /priority 7 appears twice/ }],
     // codecs: values of the wrong type or range name the type and the field
     ['codec u16: 65536', () => encode(u16, 65536), usage(/65536 is not a u16 \(an integer in 0\.\.65535\)/)],
     ['codec u8: -1', () => encode(u8, -1), usage(/-1 is not a u8/)],
@@ -445,6 +460,50 @@ async function fuzzConnect(): Promise<void> {
   emit(`done ${JSON.stringify({ name: 'connect', ok: true })}`);
 }
 
+/**
+ * The policy-routing calls are asynchronous: garbage throws a typed error at once, anything that
+ * passes the checks settles (resolves, or rejects with a SyscallError), never crashes. They change
+ * routing only inside the run's scratch netns: without one, a path that names no netns stands in.
+ */
+async function fuzzRouting(): Promise<void> {
+  const scratchNs = netnsPath.startsWith('/run/netns/') ? netnsPath : '/nonexistent/netns';
+  const ruleArg = fc.oneof(
+    fc.record({ priority: fc.oneof(fc.integer({ min: -1, max: 33000 }), anyArg()), fwmark: fc.oneof(fc.integer({ min: -1, max: 2 ** 32 }), anyArg()), table: fc.oneof(fc.integer({ min: 0, max: 300 }), anyArg()) }, { requiredKeys: [] }),
+    anyArg(),
+  );
+  // Mostly well-formed too, so that calls get past the checks and run in the netns.
+  const wellFormed = fc.record({
+    table: fc.constantFrom(1, 100, 252, 253, 256, 2 ** 32 - 1),
+    rules: fc.array(fc.record({ priority: fc.integer({ min: 0, max: 32767 }), fwmark: fc.oneof(fc.integer({ min: 0, max: 16 }), fc.constant(2 ** 32 - 1)), table: fc.constantFrom(1, 100, 254, 255, 2 ** 32 - 1) }), { maxLength: 9 }),
+  });
+  const optsArg = fc.oneof(wellFormed, fc.record({ table: fc.oneof(fc.integer({ min: -1, max: 300 }), anyArg()), rules: fc.oneof(fc.array(ruleArg, { maxLength: 10 }), anyArg()) }, { requiredKeys: [] }), anyArg());
+  const pathArg = fc.oneof(fc.constant(scratchNs), fc.constant('/nonexistent/netns'), fc.constant('/etc/hostname'), anyArg());
+  const FNS: Array<[string, (...a: unknown[]) => Promise<unknown>]> = [
+    ['setupTransparentRouting', setupTransparentRouting as (...a: unknown[]) => Promise<unknown>],
+    ['clearTransparentRouting', clearTransparentRouting as (...a: unknown[]) => Promise<unknown>],
+    ['listRoutingRules', listRoutingRules as (...a: unknown[]) => Promise<unknown>],
+  ];
+  const samples = fc.sample(fc.tuple(fc.constantFrom(...FNS), pathArg, optsArg, anyArg()), { numRuns: RUNS });
+  let settled = 0;
+  for (const [[name, fn], path, opts, extra] of samples) {
+    emit(`start ${name}`);
+    let p: Promise<unknown>;
+    try {
+      p = fn(path, opts, extra);
+    } catch (err) {
+      if (!isTyped(err)) throw new Error(`${name} threw an untyped error: ${describeErr(err)}`);
+      continue;
+    }
+    try {
+      await p;
+      settled++;
+    } catch (err) {
+      if (!isSyscall(err)) throw new Error(`${name} rejected with something other than a SyscallError: ${describeErr(err)}`);
+    }
+  }
+  emit(`done ${JSON.stringify({ name: 'routing', ok: true, detail: `${settled} calls resolved` })}`);
+}
+
 /** Handles left open at exit and a worker terminated while it holds handles: teardown must not crash. */
 async function teardown(): Promise<void> {
   emit('start worker terminated mid-use');
@@ -488,6 +547,7 @@ switch (group) {
   case 'fuzz':
     fuzz();
     await fuzzConnect();
+    await fuzzRouting();
     break;
   case 'teardown':
     await teardown();
