@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CA_DIR_MODE, CA_FILE_MODE, CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE } from '../agent/controller/ca.js';
 import { MAX_CSR_PEM_BYTES, checkCsr } from '../agent/controller/csr.js';
-import { DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, writeNodeCredentials } from '../agent/controller/controller.js';
+import { DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, writeNodeCredentials } from '../agent/controller/index.js';
 import { buildCsr, createKeyAndCsr } from '../agent/identity/csr.js';
 import { bitString, context, derNull, octetString, oid, seq, set, smallInteger, toPem, unsignedInteger } from '../agent/identity/der.js';
 import { WeftError } from '../agent/errors.js';

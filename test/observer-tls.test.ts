@@ -20,9 +20,9 @@ import {
   loadTlsCredential,
   relaySpiffeUri,
   trustDomainOfCert,
-  writeObserverCredentialFiles,
   type ObserverClientTls,
 } from '../agent/flows/observer-tls.js';
+import { writeObserverCredentialFiles } from '../agent/controller/credentials.js';
 import { FlowStore } from '../agent/flows/store.js';
 import type { GetFlowsRequest, GetFlowsResponse } from '../agent/flows/types.js';
 import { uriSansOf } from '../agent/identity/spiffe.js';

@@ -5,7 +5,7 @@ import { uninstallCapture } from '../datapath/capture.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { NodeAgent } from '../node/agent.js';
-import { ControllerClient } from '../controller/client.js';
+import { ControllerClient } from '../controller/index.js';
 import { ControllerSource, DirSource } from '../node/sources.js';
 import { FlowLog, parseFlowLogFilter } from '../flows/flow-log.js';
 import { weftVersion } from '../system/version.js';

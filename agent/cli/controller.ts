@@ -3,9 +3,7 @@
 // `weft controller revoke-node` — refuse a node's credential from now on.
 import { parseArgs } from 'node:util';
 import { ControllerDefaults, Mesh } from '../config.js';
-import { Controller, writeNodeCredentials } from '../controller/controller.js';
-import { DEFAULT_CSR_RATE_LIMIT } from '../controller/rate-limit.js';
-import { REVOKED_NODES_FILE, appendRevocation } from '../controller/revocation.js';
+import { Controller, DEFAULT_CSR_RATE_LIMIT, REVOKED_NODES_FILE, appendRevocation, writeNodeCredentials } from '../controller/index.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { durationProblem, formatDuration, parseDurationSeconds } from '../registry/duration.js';

@@ -2,8 +2,7 @@
 // enrolled pods, and every rejected configuration document — from the controller's /debug/status
 // (plus the lab's own view of nodes and pods when a lab is running).
 import { parseArgs } from 'node:util';
-import type { ControllerStatus } from '../controller/monitoring.js';
-import { fetchControllerStatus } from '../controller/status-client.js';
+import { fetchControllerStatus, type ControllerStatus } from '../controller/index.js';
 import type { CertSnapshot } from '../identity/manager.js';
 import { agentAdminGet } from '../node/admin-client.js';
 import { formatDuration } from '../registry/duration.js';

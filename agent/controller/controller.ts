@@ -1,8 +1,8 @@
 // The controller process: CA (kept in --state), registry (--source dir:PATH), the gRPC server for
-// discovery and certificates, and the monitoring endpoint. Also: node credentials for agents, and
-// their revocation (`<state>/revoked-nodes`).
+// discovery and certificates, and the monitoring endpoint. Node credentials for agents are issued by
+// credentials.ts, their revocation is `<state>/revoked-nodes` (revocation.ts).
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
@@ -156,35 +156,4 @@ export class Controller {
 /** Sum of a counter over all its label sets. */
 async function sumOf(c: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
   return (await c.get()).values.reduce((n, v) => n + v.value, 0);
-}
-
-export interface NodeCredentialFiles {
-  certFile: string;
-  keyFile: string;
-  rootFile: string;
-  /** The credential's serial (what a `revoked-nodes` line may name). */
-  serial: string;
-  notAfter: string;
-}
-
-/** Writes an agent's node credential, its key (0600) and the root into `outDir`, loading (or creating) the CA in `stateDir`. */
-export async function writeNodeCredentials(o: { stateDir: string; node: string; outDir: string; trustDomain?: string; ttlSeconds?: number }): Promise<NodeCredentialFiles> {
-  const ca = await CertificateAuthority.loadOrCreate({ dir: o.stateDir, trustDomain: o.trustDomain ?? Mesh.trustDomain });
-  return writeNodeCredentialFiles(ca, o.node, o.outDir, o.ttlSeconds);
-}
-
-/** Issues `node`'s credential from `ca` and writes node-cert.pem, node-key.pem (0600) and root-cert.pem into `outDir`. */
-export async function writeNodeCredentialFiles(ca: CertificateAuthority, node: string, outDir: string, ttlSeconds = DEFAULT_NODE_CREDENTIAL_TTL_SECONDS): Promise<NodeCredentialFiles> {
-  const cred = await ca.issueNodeCredential(node, ttlSeconds);
-  mkdirSync(outDir, { recursive: true, mode: 0o700 });
-  const files = { certFile: join(outDir, 'node-cert.pem'), keyFile: join(outDir, 'node-key.pem'), rootFile: join(outDir, 'root-cert.pem') };
-  const write = (path: string, text: string, mode: number): void => {
-    const tmp = `${path}.tmp-${process.pid}`;
-    writeFileSync(tmp, text, { mode });
-    renameSync(tmp, path);
-  };
-  write(files.keyFile, cred.keyPem, 0o600);
-  write(files.certFile, cred.certPem, 0o644);
-  write(files.rootFile, ca.rootCertPem, 0o644);
-  return { ...files, serial: cred.serial, notAfter: new Date(new X509Certificate(cred.certPem).validTo).toISOString() };
 }

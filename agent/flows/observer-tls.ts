@@ -4,12 +4,10 @@
 // whose identity is on an allow-list (by default the relay's, spiffe://<td>/weft/relay); the relay
 // verifies that the node it dialled holds that node's identity. Plaintext stays on loopback only.
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import type { CertificateAuthority } from '../controller/ca.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { isValidTrustDomain, nodeSpiffeUri, uriSansOf } from '../identity/spiffe.js';
 
@@ -137,38 +135,9 @@ export function observerChannelCredentials(tls: ObserverClientTls, address: stri
   return { credentials, options: isIP(host) ? { 'grpc.ssl_target_name_override': OBSERVER_SNI } : {} };
 }
 
+/** A credential's files, as the controller's CA writes them (agent/controller's writeObserverCredentials, writeRelayCredentials). */
 export interface CredentialFiles {
   certFile: string;
   keyFile: string;
   rootFile: string;
-}
-
-function writeAtomic(path: string, text: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text, { mode });
-  renameSync(tmp, path);
-}
-
-/**
- * Issues and writes an Observer credential: a node agent's serving one (`node` given:
- * observer-cert.pem / observer-key.pem) or the relay's client one (relay-cert.pem / relay-key.pem),
- * with root-cert.pem beside it. Keys are 0600.
- */
-export async function writeObserverCredentialFiles(
-  ca: CertificateAuthority,
-  who: { node: string } | { relay: true },
-  outDir: string,
-  ttlSeconds = DEFAULT_OBSERVER_CREDENTIAL_TTL_SECONDS,
-): Promise<CredentialFiles> {
-  const cred = 'node' in who ? await ca.issueObserverServingCredential(who.node, ttlSeconds) : await ca.issueRelayCredential(ttlSeconds);
-  mkdirSync(outDir, { recursive: true, mode: 0o700 });
-  const files: CredentialFiles = {
-    certFile: join(outDir, 'node' in who ? OBSERVER_CERT_FILE : RELAY_CERT_FILE),
-    keyFile: join(outDir, 'node' in who ? OBSERVER_KEY_FILE : RELAY_KEY_FILE),
-    rootFile: join(outDir, ROOT_CERT_FILE),
-  };
-  writeAtomic(files.keyFile, cred.keyPem, 0o600);
-  writeAtomic(files.certFile, cred.certPem, 0o644);
-  writeAtomic(files.rootFile, ca.rootCertPem, 0o644);
-  return files;
 }

@@ -5,8 +5,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync }
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { createServer } from 'node:net';
-import { CertificateAuthority } from '../controller/ca.js';
-import { writeNodeCredentialFiles } from '../controller/controller.js';
+import { writeNodeCredentials, writeObserverCredentials, writeRelayCredentials } from '../controller/index.js';
 import { uninstallCapture } from '../datapath/capture.js';
 import { ConfigError, ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -49,7 +48,6 @@ import {
 import { execInPod, httpStatus, startAgentProcess, startContainer, startHostProcess, stopPid, tail, waitListening, waitReady, type ExecOptions, type ExecResult } from './procs.js';
 import { journal, podKey, readState, writeState, type ControllerState, type LabState, type NodeState, type PodState, type RelayState } from './state.js';
 import { ObserverClient } from '../relay/client.js';
-import { writeObserverCredentialFiles } from '../flows/observer-tls.js';
 import { RELAY_PORT } from '../relay/server.js';
 import { podChannelRequest, toRequest, type LocalPod } from '../node/pod-channel.js';
 import { agentAdminGet } from '../node/admin-client.js';
@@ -688,8 +686,9 @@ function freeLoopbackPort(): Promise<number> {
  * serving on the lab's host IP, which every node reaches. Resolves once it is ready.
  */
 async function startController(state: LabState, names: LabNames, model: LabModel, timeoutMs: number): Promise<void> {
-  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: model.trustDomain });
-  for (const node of Object.values(state.nodes)) await writeNodeCredentialFiles(ca, node.name, names.nodeCredentialsDir(node.name));
+  for (const node of Object.values(state.nodes)) {
+    await writeNodeCredentials({ stateDir: names.controllerDir, trustDomain: model.trustDomain, node: node.name, outDir: names.nodeCredentialsDir(node.name) });
+  }
   const c: ControllerState = {
     cgroup: join(cgroup2Root(), names.controllerCgroupRel),
     stateDir: names.controllerDir,
@@ -781,8 +780,7 @@ async function startRelay(state: LabState, names: LabNames, timeoutMs: number): 
   state.relay = r;
   mkCgroup(state, r.cgroup);
   // The nodes' Observer APIs take only the relay's identity over TLS: it gets its credential from the mesh CA.
-  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: c.trustDomain });
-  const creds = await writeObserverCredentialFiles(ca, { relay: true }, join(names.stateDir, 'relay'));
+  const creds = await writeRelayCredentials({ stateDir: names.controllerDir, trustDomain: c.trustDomain, outDir: join(names.stateDir, 'relay') });
   const argv = [
     process.execPath,
     agentEntry(),
@@ -827,8 +825,7 @@ async function startAgentFor(state: LabState, names: LabNames, node: NodeState, 
   const creds = names.nodeCredentialsDir(node.name);
   // The Observer API: plaintext on the node's loopback, mutual TLS on the node's IP (the relay's way in),
   // served with a certificate from the lab's CA naming the node.
-  const ca = await CertificateAuthority.loadOrCreate({ dir: names.controllerDir, trustDomain: controller.trustDomain });
-  const observer = await writeObserverCredentialFiles(ca, { node: node.name }, creds);
+  const observer = await writeObserverCredentials({ stateDir: names.controllerDir, trustDomain: controller.trustDomain, node: node.name, outDir: creds });
   const argv = [
     process.execPath,
     agentEntry(),

@@ -2,7 +2,7 @@
 // local config) a directory of YAML documents. Either way the agent gets the full current set of
 // resources on every change, plus the problems of documents that were rejected.
 import { watch, type FSWatcher } from 'node:fs';
-import { ControllerClient } from '../controller/client.js';
+import { ControllerClient } from '../controller/index.js';
 import { errorMessage, formatProblem, type ConfigProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadDirLenient } from '../registry/load.js';

@@ -3,12 +3,12 @@
 // relay's credential (--client-cert). Runs until SIGINT/SIGTERM.
 // `weft relay credentials`: issue the relay's client credential, or a node's Observer serving one.
 import { parseArgs } from 'node:util';
-import { CertificateAuthority } from '../controller/ca.js';
+import { writeObserverCredentials, writeRelayCredentials } from '../controller/index.js';
 import { Mesh, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_MAX_STREAMS, OBSERVER_PORT } from '../flows/observer-server.js';
-import { DEFAULT_OBSERVER_CREDENTIAL_TTL_SECONDS, loadTlsCredential, writeObserverCredentialFiles, type TlsCredential } from '../flows/observer-tls.js';
+import { DEFAULT_OBSERVER_CREDENTIAL_TTL_SECONDS, loadTlsCredential, type TlsCredential } from '../flows/observer-tls.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
 import { weftVersion } from '../system/version.js';
 import { parseHostPort } from '../system/host-port.js';
@@ -60,8 +60,8 @@ async function credentialsCommand(argv: string[]): Promise<number> {
     if (s === undefined) throw new WeftError(ErrorCodes.USAGE, `--ttl: ${durationProblem(values.ttl)}`);
     ttl = s;
   }
-  const ca = await CertificateAuthority.loadOrCreate({ dir: values.state, trustDomain: values['trust-domain'] });
-  const files = await writeObserverCredentialFiles(ca, values.node === undefined ? { relay: true } : { node: values.node }, values.out, ttl);
+  const issue = { stateDir: values.state, outDir: values.out, trustDomain: values['trust-domain'], ttlSeconds: ttl };
+  const files = values.node === undefined ? await writeRelayCredentials(issue) : await writeObserverCredentials({ ...issue, node: values.node });
   process.stdout.write(`${files.certFile}\n${files.keyFile}\n${files.rootFile}\n`);
   return 0;
 }

@@ -3,7 +3,7 @@
 // pool keeps one client per peer and re-discovers periodically; a failed discovery keeps the last list.
 // With a client credential, every peer is dialled over mutual TLS and must prove it is the node of
 // that name (spiffe://<td>/weft/node/<name>, td from our own credential).
-import { fetchControllerStatus } from '../controller/status-client.js';
+import { fetchControllerStatus } from '../controller/index.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { OBSERVER_PORT } from '../flows/observer-server.js';
