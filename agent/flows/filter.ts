@@ -4,9 +4,9 @@
 // whitelist is empty or matches, and the blacklist does not match. Malformed values (an address, a
 // port, a status code, a regular expression, a label selector) are refused when compiling, as
 // Hubble refuses them, never silently ignored.
-import { isIP } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { ErrorCodes, WeftError } from '../errors.js';
+import { ipFamily, netContains, parseIp, parseIpNet, type IpNet } from '../net/address.js';
 import { quote } from '../registry/quote.js';
 import type { Endpoint, EventTypeFilter, Flow, FlowFilter, Service, TCPFlags, Workload } from './types.js';
 
@@ -327,62 +327,24 @@ function matchTcpFlags(wanted: TCPFlags[], flags: TCPFlags | undefined): boolean
 
 // ---- Addresses ----
 
-interface Cidr {
-  family: 4 | 6;
-  bits: bigint;
-  prefix: number;
-}
-
-function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | undefined {
-  const family = isIP(ip);
-  if (family === 4) return { family, value: ip.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n) };
-  if (family !== 6) return undefined;
-  let text = ip.toLowerCase();
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hextets.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const n = ipToBigInt(v4[1]!)!.value;
-    text = `${text.slice(0, -v4[1]!.length)}${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const headParts = head ? head.split(':') : [];
-  const tailParts = tail === undefined ? [] : tail ? tail.split(':') : [];
-  const missing = 8 - headParts.length - tailParts.length;
-  const parts = [...headParts, ...new Array<string>(tail === undefined ? 0 : missing).fill('0'), ...tailParts];
-  return { family, value: parts.reduce((acc, h) => (acc << 16n) | BigInt(parseInt(h, 16)), 0n) };
-}
-
-function parseCidr(text: string): Cidr | undefined {
-  const parts = text.split('/');
-  if (parts.length !== 2) return undefined;
-  const [addr, len] = parts as [string, string];
-  const ip = ipToBigInt(addr);
-  if (!ip || !/^\d{1,3}$/.test(len)) return undefined;
-  const prefix = Number(len);
-  const width = ip.family === 4 ? 32 : 128;
-  if (prefix > width) return undefined;
-  return { family: ip.family, bits: ip.value >> BigInt(width - prefix), prefix };
-}
-
-function inCidr(cidr: Cidr, ip: { family: 4 | 6; value: bigint }): boolean {
-  if (cidr.family !== ip.family) return false;
-  const width = ip.family === 4 ? 32 : 128;
-  return ip.value >> BigInt(width - cidr.prefix) === cidr.bits;
-}
+/**
+ * How the filters read addresses: a flow's address or a filter's prefix may carry an IPv6 zone,
+ * which is dropped; IPv4-mapped IPv6 stays IPv6; a prefix is `address/length` (a bare address is an
+ * exact match, below), and its length may have leading zeros.
+ */
+const FILTER_PREFIX = { zone: 'drop', bare: 'refuse', leadingZeros: true } as const;
 
 /** Exact addresses (as written in the flow) or CIDR prefixes. */
 function ipFilter(values: string[], get: (f: Flow) => string | undefined): FlowPredicate {
   const exact: string[] = [];
-  const cidrs: Cidr[] = [];
+  const nets: IpNet[] = [];
   for (const v of values) {
     if (v.includes('/')) {
-      const c = parseCidr(v);
+      const c = parseIpNet(v, FILTER_PREFIX);
       if (!c) throw new InvalidFilterError(`invalid IP prefix ${quote(v)}`);
-      cidrs.push(c);
+      nets.push(c);
     } else {
-      if (isIP(v) === 0) throw new InvalidFilterError(`invalid IP address ${quote(v)}`);
+      if (ipFamily(v) === 0) throw new InvalidFilterError(`invalid IP address ${quote(v)}`);
       exact.push(v);
     }
   }
@@ -390,9 +352,9 @@ function ipFilter(values: string[], get: (f: Flow) => string | undefined): FlowP
     const ip = get(flow);
     if (!ip) return false;
     if (exact.includes(ip)) return true;
-    if (cidrs.length === 0) return false;
-    const parsed = ipToBigInt(ip);
-    return parsed !== undefined && cidrs.some((c) => inCidr(c, parsed));
+    if (nets.length === 0) return false;
+    const parsed = parseIp(ip, { zone: FILTER_PREFIX.zone });
+    return parsed !== undefined && nets.some((c) => netContains(c, parsed));
   };
 }
 

@@ -3,7 +3,7 @@
 // enough addresses. Every problem names the file and line of the field to fix.
 import { AgentDefaults, Mesh } from '../config.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
-import { cidrSize, cidrsOverlap, indexInCidr, mustParseCidr, parseCidr, type Cidr } from '../registry/cidr.js';
+import { cidrSize, cidrsOverlap, indexInCidr, mustParseIPv4Cidr, parseIPv4Cidr, type Ipv4Cidr } from '../net/address.js';
 import { problemAt } from '../registry/parse.js';
 import type { PolicyResource } from '../registry/policy-types.js';
 import type { LabConfigResource, NamespaceResource, NodeResource, PodResource, Resource, ServiceResource, WithSource } from '../registry/types.js';
@@ -18,8 +18,8 @@ export const DEFAULT_TRUST_DOMAIN = Mesh.trustDomain;
 export const DEFAULT_WORKLOAD_CERT_TTL = AgentDefaults.certTtl;
 
 export interface LabModel {
-  nodeNetwork: Cidr;
-  serviceCIDR: Cidr;
+  nodeNetwork: Ipv4Cidr;
+  serviceCIDR: Ipv4Cidr;
   clusterDomain: string;
   /** SPIFFE trust domain of the lab's mesh. */
   trustDomain: string;
@@ -46,7 +46,7 @@ export interface ModelOptions {
 
 interface Range {
   what: string;
-  cidr: Cidr;
+  cidr: Ipv4Cidr;
   res?: WithSource<Resource>;
   path: string[];
 }
@@ -64,8 +64,8 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
     problems.push(problemAt(extra, ['kind'], `only one LabConfig is allowed per lab (first at ${configs[0]!.source.file}:${configs[0]!.source.line})`));
   }
   const config = configs[0];
-  const nodeNetwork = mustParseCidr(config?.spec.nodeNetwork ?? opts.running?.nodeNetwork ?? DEFAULT_NODE_NETWORK);
-  const serviceCIDR = mustParseCidr(config?.spec.serviceCIDR ?? opts.running?.serviceCIDR ?? DEFAULT_SERVICE_CIDR);
+  const nodeNetwork = mustParseIPv4Cidr(config?.spec.nodeNetwork ?? opts.running?.nodeNetwork ?? DEFAULT_NODE_NETWORK);
+  const serviceCIDR = mustParseIPv4Cidr(config?.spec.serviceCIDR ?? opts.running?.serviceCIDR ?? DEFAULT_SERVICE_CIDR);
   const clusterDomain = config?.spec.clusterDomain ?? opts.running?.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
   const trustDomain = config?.spec.trustDomain ?? opts.running?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const workloadCertTTL = config?.spec.workloadCertTTL ?? DEFAULT_WORKLOAD_CERT_TTL;
@@ -94,7 +94,7 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
     const ranges: Range[] = [
       { what: `node network ${nodeNetwork.text}${config?.spec.nodeNetwork ? '' : ' (default)'}`, cidr: nodeNetwork, res: config?.spec.nodeNetwork ? config : undefined, path: ['spec', 'nodeNetwork'] },
       { what: `service CIDR ${serviceCIDR.text}${config?.spec.serviceCIDR ? '' : ' (default)'}`, cidr: serviceCIDR, res: config?.spec.serviceCIDR ? config : undefined, path: ['spec', 'serviceCIDR'] },
-      ...nodes.map((n) => ({ what: `pod CIDR ${n.spec.podCIDR} of node ${n.metadata.name}`, cidr: mustParseCidr(n.spec.podCIDR), res: n, path: ['spec', 'podCIDR'] })),
+      ...nodes.map((n) => ({ what: `pod CIDR ${n.spec.podCIDR} of node ${n.metadata.name}`, cidr: mustParseIPv4Cidr(n.spec.podCIDR), res: n, path: ['spec', 'podCIDR'] })),
     ];
     for (let i = 0; i < ranges.length; i++) {
       for (let j = i + 1; j < ranges.length; j++) {
@@ -110,7 +110,7 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
       }
     }
     for (const route of opts.hostRoutes ?? []) {
-      const rc = parseCidr(route.dst);
+      const rc = parseIPv4Cidr(route.dst);
       if (typeof rc === 'string') continue;
       for (const r of ranges) {
         if (!cidrsOverlap(r.cidr, rc)) continue;
@@ -142,7 +142,7 @@ export function buildModel(resources: ReadonlyArray<WithSource<Resource>>, opts:
     }
   }
   for (const [node, count] of perNode) {
-    const cidr = mustParseCidr(nodeByName.get(node)?.spec.podCIDR ?? opts.running!.nodes[node]!.podCIDR);
+    const cidr = mustParseIPv4Cidr(nodeByName.get(node)?.spec.podCIDR ?? opts.running!.nodes[node]!.podCIDR);
     const room = cidrSize(cidr) - 3; // network, gateway (.1), broadcast
     if (count > room) {
       const n = nodeByName.get(node);

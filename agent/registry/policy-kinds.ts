@@ -3,7 +3,7 @@
 // table (kinds.ts), so the lab file, the controller's directory and `weft apply` accept them.
 // Rules follow Istio's own validation where it refuses input: selector xor targetRefs, CUSTOM needs a
 // provider (and only CUSTOM takes one), portLevelMtls needs a selector.
-import { isIP } from 'node:net';
+import { ipOrCidrProblem, portTextProblem } from '../net/address.js';
 import type { ObjectMeta } from './meta.js';
 import type {
   AuthorizationPolicyResource,
@@ -17,7 +17,7 @@ import type {
   PolicyTargetReference,
   WorkloadSelector,
 } from './policy-types.js';
-import { checkObject, checkString, checkStringMap, describe, isPlainObject, quote, type DocContext, type Json, type PathSeg } from './validators.js';
+import { checkObject, checkString, checkStringMap, describe, isPlainObject, type DocContext, type Json, type PathSeg } from './validators.js';
 
 export const POLICY_API_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
 export const AUTHZ_ACTIONS: readonly AuthzAction[] = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'];
@@ -25,27 +25,6 @@ export const PEER_AUTH_MODES: readonly PeerAuthMode[] = ['UNSET', 'STRICT', 'PER
 
 const TOP = ['apiVersion', 'kind', 'metadata', 'spec'];
 const TOLERATED_TOP = ['status'];
-
-/** `1.2.3.4`, `1.2.3.0/24`, `fd00::1`, `fd00::/8`; returns a reason when invalid. */
-export function ipBlockProblem(text: string): string | undefined {
-  const slash = text.indexOf('/');
-  const ip = slash < 0 ? text : text.slice(0, slash);
-  const family = isIP(ip);
-  if (family === 0) return `${quote(text)} is not an IP address or CIDR`;
-  if (slash < 0) return undefined;
-  const prefix = text.slice(slash + 1);
-  const max = family === 4 ? 32 : 128;
-  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return `${quote(text)} has an invalid prefix length (0-${max} for IPv${family})`;
-  return undefined;
-}
-
-/** A port given as a string of digits, 1-65535 (Istio's `ports`/`notPorts`). */
-export function portStringProblem(text: string): string | undefined {
-  if (!/^\d{1,5}$/.test(text)) return `${quote(text)} is not a port number`;
-  const n = Number(text);
-  if (n < 1 || n > 65535) return `port ${n} is outside 1-65535`;
-  return undefined;
-}
 
 /** A sequence of non-empty strings, each checked by `item` (which returns a reason when invalid). */
 function checkValues(ctx: DocContext, path: PathSeg[], v: Json, item?: (s: string) => string | undefined): string[] | undefined {
@@ -135,7 +114,7 @@ function checkSource(ctx: DocContext, path: PathSeg[], v: Json): AuthzSource | u
   if (!o) return undefined;
   const out: AuthzSource = {};
   for (const f of SOURCE_FIELDS) {
-    const vals = checkValues(ctx, [...path, f], o[f], IP_SOURCE_FIELDS.has(f) ? ipBlockProblem : undefined);
+    const vals = checkValues(ctx, [...path, f], o[f], IP_SOURCE_FIELDS.has(f) ? ipOrCidrProblem : undefined);
     if (vals) out[f] = vals;
   }
   return out;
@@ -146,7 +125,7 @@ function checkOperation(ctx: DocContext, path: PathSeg[], v: Json): AuthzOperati
   if (!o) return undefined;
   const out: AuthzOperation = {};
   for (const f of OPERATION_FIELDS) {
-    const vals = checkValues(ctx, [...path, f], o[f], PORT_OPERATION_FIELDS.has(f) ? portStringProblem : undefined);
+    const vals = checkValues(ctx, [...path, f], o[f], PORT_OPERATION_FIELDS.has(f) ? portTextProblem : undefined);
     if (vals) out[f] = vals;
   }
   return out;
@@ -270,7 +249,7 @@ export function validatePeerAuthentication(ctx: DocContext, raw: Record<string, 
         if (!selector?.matchLabels) ctx.add(['spec', 'portLevelMtls'], 'portLevelMtls requires a selector with matchLabels (as in Istio)', true);
         portLevelMtls = {};
         for (const [port, value] of Object.entries(plm)) {
-          const why = portStringProblem(port);
+          const why = portTextProblem(port);
           if (why) {
             ctx.add(['spec', 'portLevelMtls', port], `key ${why}`, true);
             continue;

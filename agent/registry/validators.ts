@@ -5,7 +5,7 @@
 // these, and parse.ts reads the documents.
 import { isMap, isSeq, isScalar, type Document, type LineCounter, type Node as YamlNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
-import { parseCidr, parseIPv4 } from './cidr.js';
+import { isPort, parseIPv4, parseIPv4Cidr } from '../net/address.js';
 import { quote, safeName } from './quote.js';
 
 export { quote } from './quote.js';
@@ -172,7 +172,7 @@ export function checkPort(ctx: DocContext, path: PathSeg[], v: Json, required: b
     ctx.add(path, `must be an integer port number, got ${describe(v)}`);
     return undefined;
   }
-  if (v < 1 || v > 65535) {
+  if (!isPort(v)) {
     ctx.add(path, `port ${v} is outside 1-65535`);
     return undefined;
   }
@@ -206,7 +206,7 @@ export function checkStringArray(ctx: DocContext, path: PathSeg[], v: Json, opts
 export function checkCidr(ctx: DocContext, path: PathSeg[], v: Json, required: boolean, size?: { maxPrefix: number; forWhat?: string }): string | undefined {
   const s = checkString(ctx, path, v, { required });
   if (s === undefined) return undefined;
-  const c = parseCidr(s);
+  const c = parseIPv4Cidr(s);
   if (typeof c === 'string') {
     ctx.add(path, c);
     return undefined;
