@@ -4,6 +4,7 @@ import { AgentDefaults, Mesh, NodePaths, Ports } from '../config.js';
 import { uninstallCapture } from '../datapath/capture.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { isPort } from '../net/address.js';
 import { NodeAgent } from '../node/agent.js';
 import { ControllerClient } from '../controller/index.js';
 import { ControllerSource, DirSource } from '../node/sources.js';
@@ -56,7 +57,7 @@ function ports(value: string | undefined, flag: string): number[] {
   if (!value) return [];
   return value.split(',').map((p) => {
     const n = Number(p.trim());
-    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${p}" is not a port`);
+    if (!isPort(n)) throw new WeftError(ErrorCodes.USAGE, `${flag}: "${p}" is not a port`);
     return n;
   });
 }

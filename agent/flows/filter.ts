@@ -6,7 +6,7 @@
 // Hubble refuses them, never silently ignored.
 import { setFlagsFromString } from 'node:v8';
 import { ErrorCodes, WeftError } from '../errors.js';
-import { ipFamily, netContains, parseIp, parseIpNet, type IpNet } from '../net/address.js';
+import { ipFamily, netContains, parseIp, parseIpNet, parsePortDigits, type IpNet } from '../net/address.js';
 import { quote } from '../registry/quote.js';
 import type { Endpoint, EventTypeFilter, Flow, FlowFilter, Service, TCPFlags, Workload } from './types.js';
 
@@ -306,8 +306,8 @@ function protocolFilter(protocols: string[]): FlowPredicate {
 
 function portFilter(ports: string[], side: 'source_port' | 'destination_port'): FlowPredicate {
   const wanted = ports.map((p) => {
-    const n = /^\d+$/.test(p) ? Number(p) : NaN;
-    if (!Number.isInteger(n) || n > 65535) throw new InvalidFilterError(`invalid port ${quote(p)}`);
+    const n = parsePortDigits(p);
+    if (n === undefined) throw new InvalidFilterError(`invalid port ${quote(p)}`);
     return n;
   });
   return (flow) => {

@@ -7,6 +7,7 @@ import { writeObserverCredentials, writeRelayCredentials } from '../controller/i
 import { Mesh, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
+import { isPort } from '../net/address.js';
 import { DEFAULT_MAX_STREAMS, OBSERVER_PORT } from '../flows/observer-server.js';
 import { DEFAULT_OBSERVER_CREDENTIAL_TTL_SECONDS, loadTlsCredential, type TlsCredential } from '../flows/observer-tls.js';
 import { durationProblem, parseDurationSeconds } from '../registry/duration.js';
@@ -98,7 +99,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
   const refresh = Number(values.refresh);
   if (!Number.isFinite(refresh) || refresh <= 0) throw new WeftError(ErrorCodes.USAGE, '--refresh needs a positive number of seconds');
   const observerPort = Number(values['observer-port']);
-  if (!Number.isInteger(observerPort) || observerPort < 1 || observerPort > 65535) throw new WeftError(ErrorCodes.USAGE, '--observer-port needs a port number');
+  if (!isPort(observerPort)) throw new WeftError(ErrorCodes.USAGE, '--observer-port needs a port number');
   const { host, port } = parseHostPort(values.listen, '--listen');
   const maxStreams = Number(values['max-streams']);
   if (!Number.isInteger(maxStreams) || maxStreams < 1) throw new WeftError(ErrorCodes.USAGE, '--max-streams needs a positive integer');
