@@ -1,23 +1,13 @@
-// The lab's library API (see agent/cli/lab.ts for the `weft lab ...` commands).
-export {
-  labUp,
-  labApply,
-  labDown,
-  labStatus,
-  labExec,
-  openLab,
-  agentEntry,
-  readyUrl,
-  controllerReadyUrl,
-  CONTROLLER_PORT,
-  LabHandle,
-  READINESS_PORT,
-  FIRST_VIP_INDEX,
-  type UpOptions,
-  type ApplyOptions,
-  type DownReport,
-  type LabStatus,
-} from './lab.js';
+// The lab's library API (see agent/cli/lab.ts for the `weft lab ...` commands): the one entry tests,
+// benches and the CLI import. Its rooms: up.ts (up, apply), topology.ts (network, nodes, pods,
+// services, reconcile), supervision.ts (controller, agents, relay, containers), status.ts, down.ts
+// (teardown, leftovers), handle.ts (LabHandle); state.ts, names.ts, net.ts, procs.ts, sys.ts below them.
+export { labUp, labApply, type UpOptions, type ApplyOptions } from './up.js';
+export { labDown, type DownReport } from './down.js';
+export { labStatus, type LabStatus } from './status.js';
+export { LabHandle, openLab } from './handle.js';
+export { labExec, agentEntry, readyUrl, controllerReadyUrl, CONTROLLER_PORT, READINESS_PORT } from './supervision.js';
+export { FIRST_VIP_INDEX } from './topology.js';
 export { DEFAULT_NODE_NETWORK, DEFAULT_SERVICE_CIDR, DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_CERT_TTL, buildModel, type LabModel } from './model.js';
 export { resolveLabName, labNames, DEFAULT_LAB_NAME, STATE_ROOT, type LabNames } from './names.js';
 export type { LabState, NodeState, PodState, ServiceState, ContainerState, ControllerState } from './state.js';

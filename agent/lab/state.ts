@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { Resource } from '../registry/types.js';
 import type { LbPins } from './lb.js';
-import { labNames, type LabNames } from './names.js';
+import { labNames, resolveLabName, type LabNames } from './names.js';
 
 export type JournalEntry =
   | { type: 'dir'; path: string }
@@ -145,4 +145,37 @@ export function journal(state: LabState, entry: JournalEntry): void {
 
 export function podKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
+}
+
+/** Records a cgroup in the journal, then creates it. */
+export function mkCgroup(state: LabState, path: string): void {
+  journal(state, { type: 'cgroup', path });
+  mkdirSync(path, { recursive: true });
+}
+
+/** The state of a running lab (and its names); LAB_STATE when it is not running. */
+export function mustState(name?: string): { state: LabState; names: LabNames } {
+  const n = resolveLabName(name);
+  const names = labNames(n);
+  const state = readState(names);
+  if (!state) throw new WeftError(ErrorCodes.LAB_STATE, `lab "${n}" is not running (no ${names.stateFile})`);
+  return { state, names };
+}
+
+/** `ns/name`, or `name` in namespace default (as kubectl reads it). */
+export function namespaced(target: string): string {
+  return target.includes('/') ? target : podKey('default', target);
+}
+
+export function findPod(state: LabState, target: string): PodState {
+  const key = namespaced(target);
+  const ps = state.pods[key];
+  if (!ps) throw new WeftError(ErrorCodes.USAGE, `no pod ${key} in lab "${state.name}" (pods: ${Object.keys(state.pods).join(', ') || 'none'})`);
+  return ps;
+}
+
+export function findNode(state: LabState, name: string): NodeState {
+  const n = state.nodes[name];
+  if (!n) throw new WeftError(ErrorCodes.USAGE, `no node ${name} in lab "${state.name}" (nodes: ${Object.keys(state.nodes).join(', ')})`);
+  return n;
 }

@@ -148,3 +148,13 @@ export function pidAlive(pid: number): boolean {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until no process is left in the cgroup tree; false if some still are after timeoutMs. */
+export async function waitCgroupEmpty(path: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (cgroupPidsDeep(path).length === 0) return true;
+    await sleep(25);
+  }
+  return cgroupPidsDeep(path).length === 0;
+}
