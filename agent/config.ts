@@ -68,8 +68,7 @@ export const ControllerDefaults = {
   listen: `0.0.0.0:${Ports.controller}`,
   /** Monitoring stays on loopback unless asked: /debug/status names every node and workload. */
   monitoring: `127.0.0.1:${Ports.controllerMonitoring}`,
-  /** The longest workload certificate the CA issues, whatever an agent asks for (as AgentDefaults.certTtl). */
-  maxCertTtl: '24h',
+  /** The longest workload certificate the CA issues, whatever an agent asks for (AgentDefaults.certTtl's 24h). */
   maxCertTtlSeconds: 24 * 3600,
   /** Node credentials are re-issued by the operator (or the DaemonSet's init step); a month bounds
    * what a stolen one is worth even when nobody revokes it. */

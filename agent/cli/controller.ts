@@ -14,7 +14,7 @@ export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --stat
   --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${ControllerDefaults.listen})
   --trust-domain TD          SPIFFE trust domain (default ${Mesh.trustDomain})
   --root-namespace NS        namespace whose policies apply mesh-wide (default ${Mesh.rootNamespace})
-  --max-cert-ttl DURATION    longest workload certificate issued (default ${ControllerDefaults.maxCertTtl})
+  --max-cert-ttl DURATION    longest workload certificate issued (default ${formatDuration(ControllerDefaults.maxCertTtlSeconds)})
   --monitoring HOST:PORT     /metrics, /healthz/ready, /debug/status (default ${ControllerDefaults.monitoring})
   --serving-ip IP            an address agents dial (repeatable; the --listen IP is included)
   --serving-dns NAME         a DNS name agents dial (repeatable)
@@ -57,7 +57,7 @@ export async function controllerCommand(argv: string[]): Promise<number> {
       listen: { type: 'string', default: ControllerDefaults.listen },
       'trust-domain': { type: 'string', default: Mesh.trustDomain },
       'root-namespace': { type: 'string', default: Mesh.rootNamespace },
-      'max-cert-ttl': { type: 'string', default: ControllerDefaults.maxCertTtl },
+      'max-cert-ttl': { type: 'string', default: formatDuration(ControllerDefaults.maxCertTtlSeconds) },
       monitoring: { type: 'string', default: ControllerDefaults.monitoring },
       'serving-ip': { type: 'string', multiple: true, default: [] },
       'serving-dns': { type: 'string', multiple: true, default: [] },
