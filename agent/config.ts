@@ -62,6 +62,14 @@ export const AgentDefaults = {
   drainSeconds: 30,
 } as const;
 
+/** The node proxy's own bounds, in ms. */
+export const ProxyTimeouts = {
+  /** Connecting to an app, a passthrough destination, or waiting for the certificate to dial with. */
+  connectMs: 10_000,
+  /** Enrollment waits this long for the pod's certificate (the pod stays PENDING and is retried). */
+  certificateMs: 15_000,
+} as const;
+
 /** Controller defaults that flags override. */
 export const ControllerDefaults = {
   /** Discovery and certificates: every interface, agents dial it from their nodes. */

@@ -27,6 +27,9 @@ export interface Workload {
   netns: string | undefined;
 }
 
+/** A workload this node proxies: a pod with its network namespace (from the runtime) and its IP. */
+export type EnrolledWorkload = Workload & { netns: string; ip: string };
+
 export interface ServiceEntry {
   key: string;
   name: string;

@@ -13,11 +13,11 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { CaptureDatapath } from '../datapath/capture.js';
-import { Marks } from '../config.js';
+import { Marks, ProxyTimeouts } from '../config.js';
 import { errorMessage } from '../errors.js';
 import { principalOf, type SpiffeId } from '../identity/spiffe.js';
 import { authorize, effectiveMtlsMode, type ConnectionAttrs } from '../policy/index.js';
-import type { ClusterState, Workload } from '../state/cluster-state.js';
+import type { ClusterState, EnrolledWorkload, Workload } from '../state/cluster-state.js';
 import { destinationProblem } from './admission.js';
 import type { ConnectionManager } from './connection-manager.js';
 import { ConnectionRecord, type RecordSink, type Relayed, type Transport } from './connection-record.js';
@@ -26,8 +26,7 @@ import type { FastPaths } from './fast-paths.js';
 import { forwardedFor } from './hbone.js';
 import type { HbonePeer } from './hbone-server.js';
 import type { NetnsSockets } from './netns-sockets.js';
-import type { EnrolledWorkload } from './outbound.js';
-import { CONNECT_TIMEOUT_MS } from './outbound.js';
+import type { LocalInbound } from './outbound.js';
 import { spliceBidirectional } from './splice.js';
 
 export interface InboundDeps {
@@ -55,7 +54,7 @@ interface Arrival {
   clientNetns?: bigint;
 }
 
-export class InboundProxy {
+export class InboundProxy implements LocalInbound {
   constructor(private readonly d: InboundDeps) {}
 
   /** A CONNECT from a verified peer, to exactly `target` (the HBONE server refused anything else). */
@@ -229,7 +228,7 @@ export class InboundProxy {
       try {
         const socket = await this.d.netnsSockets.connect(
           { family: net.isIPv6(attrs.destinationIp) ? 'ipv6' : 'ipv4', mark: Marks.app, transparent: true },
-          { host: attrs.destinationIp, port: attrs.destinationPort, localAddress: src.ip, localPort: src.port, timeoutMs: CONNECT_TIMEOUT_MS },
+          { host: attrs.destinationIp, port: attrs.destinationPort, localAddress: src.ip, localPort: src.port, timeoutMs: ProxyTimeouts.connectMs },
         );
         connected = true;
         return { socket, release: opts.splice ? forget : () => undefined };

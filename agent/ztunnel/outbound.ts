@@ -9,24 +9,24 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CaptureDatapath } from '../datapath/capture.js';
-import { Marks } from '../config.js';
+import { Marks, ProxyTimeouts } from '../config.js';
 import type { SockAddr } from '../datapath/layout.js';
 import { errorMessage } from '../errors.js';
 import type { IdentityManager } from '../identity/manager.js';
 import type { SpiffeId } from '../identity/spiffe.js';
-import type { ClusterState, ServiceEntry, Target, Workload } from '../state/cluster-state.js';
+import type { ClusterState, EnrolledWorkload, ServiceEntry, Target, Workload } from '../state/cluster-state.js';
 import type { ConnectionManager } from './connection-manager.js';
-import { ConnectionRecord, type RecordSink } from './connection-record.js';
+import { ConnectionRecord, type RecordSink, type Relayed } from './connection-record.js';
 import { copyBidirectional } from './copy.js';
 import type { FastPaths } from './fast-paths.js';
 import { connectHeaders, formatAuthority } from './hbone.js';
 import { HboneRefused, type HbonePool } from './hbone-pool.js';
-import type { InboundProxy } from './inbound.js';
 import type { NetnsSockets } from './netns-sockets.js';
 
-export const CONNECT_TIMEOUT_MS = 10_000;
-
-export type EnrolledWorkload = Workload & { netns: string; ip: string };
+/** What the outbound side needs of a same-node destination's inbound side (inbound.ts). */
+export interface LocalInbound {
+  admitLocal(from: { workload: EnrolledWorkload; id: SpiffeId; netnsCookie: bigint }, client: net.Socket, dstPort: number): Promise<Relayed | undefined>;
+}
 
 export type OutboundPlan =
   /** A service port with no endpoint. */
@@ -64,7 +64,7 @@ export interface OutboundDeps {
   netnsSockets: NetnsSockets;
   fastPaths: () => FastPaths;
   /** The inbound side of an enrolled pod's proxy on this node, by pod IP (same-node hand-off). */
-  localInbound: (ip: string) => InboundProxy | undefined;
+  localInbound: (ip: string) => LocalInbound | undefined;
   connections: ConnectionManager;
   sink: RecordSink;
 }
@@ -121,7 +121,7 @@ export class OutboundProxy {
     try {
       if (plan.kind === 'hbone') {
         record.update({ transport: 'hbone', dstIdentity: plan.identity });
-        const cert = await this.d.identities.get(self.namespace, self.serviceAccount, { timeoutMs: CONNECT_TIMEOUT_MS });
+        const cert = await this.d.identities.get(self.namespace, self.serviceAccount, { timeoutMs: ProxyTimeouts.connectMs });
         const headers = connectHeaders(
           formatAuthority(plan.target.addr.ip, plan.target.addr.port),
           { namespace: self.namespace, pod: self.name, ip: self.ip, port: client.remotePort ?? 0 },
@@ -133,7 +133,7 @@ export class OutboundProxy {
         record.update({ transport: 'passthrough' });
         upstream = await this.d.netnsSockets.connect(
           { family: net.isIPv6(plan.target.addr.ip) ? 'ipv6' : 'ipv4', mark: Marks.proxy, transparent: false },
-          { host: plan.target.addr.ip, port: plan.target.addr.port, timeoutMs: CONNECT_TIMEOUT_MS },
+          { host: plan.target.addr.ip, port: plan.target.addr.port, timeoutMs: ProxyTimeouts.connectMs },
         );
       }
     } catch (err) {

@@ -8,13 +8,14 @@
 //              plaintext client → 15006 (sk_lookup) ├→ admission → L4 policy → app, from the client's IP
 //              same-node proxy (in this agent)      ┘
 import type { CaptureDatapath } from '../datapath/capture.js';
+import { ProxyTimeouts } from '../config.js';
 import { EnrollState } from '../datapath/layout.js';
 import { errorMessage } from '../errors.js';
 import type { ConnectionEvent } from '../flows/builder.js';
 import { identityKey, type IdentityManager, type WorkloadCertificate } from '../identity/manager.js';
 import { formatSpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
-import type { ClusterState } from '../state/cluster-state.js';
+import type { ClusterState, EnrolledWorkload } from '../state/cluster-state.js';
 import { ConnectionManager } from './connection-manager.js';
 import { newProxyStats, type ProxyStats } from './connection-record.js';
 import type { FastPaths } from './fast-paths.js';
@@ -23,15 +24,12 @@ import { InboundProxy } from './inbound.js';
 import { TransparentRouting } from './inpod-routing.js';
 import { PodListeners, type ListenerFds } from './listeners.js';
 import { NetnsSockets } from './netns-sockets.js';
-import { OutboundProxy, type EnrolledWorkload } from './outbound.js';
+import { OutboundProxy } from './outbound.js';
 
-export type { EnrolledWorkload } from './outbound.js';
+export type { EnrolledWorkload } from '../state/cluster-state.js';
 export type { ListenerFds } from './listeners.js';
 export type { ProxyStats as PodProxyStats } from './connection-record.js';
 
-/** How long enrollment waits for the pod's certificate before giving up (the pod stays PENDING and
- * the agent tries again). */
-export const CERTIFICATE_DEADLINE_MS = 15_000;
 
 export interface PodProxyDeps {
   datapath: CaptureDatapath;
@@ -89,7 +87,7 @@ export class PodProxy {
     const proxy = new PodProxy(workload, cookie, deps);
     const { datapath, identities } = deps;
     try {
-      const cert = await identities.get(workload.namespace, workload.serviceAccount, { timeoutMs: CERTIFICATE_DEADLINE_MS });
+      const cert = await identities.get(workload.namespace, workload.serviceAccount, { timeoutMs: ProxyTimeouts.certificateMs });
       identities.on('rotated', proxy.onRotated);
       await proxy.routing.setup();
       proxy.listeners = await PodListeners.open({
