@@ -17,7 +17,7 @@ import { ControllerCallError, ControllerClient } from '../agent/controller/clien
 import { Controller } from '../agent/controller/controller.js';
 import { controllerProtos } from '../agent/controller/proto.js';
 import { REVOKED_NODES_FILE, parseRevocations } from '../agent/controller/revocation.js';
-import { controllerCommand } from '../agent/cli/controller.js';
+import { controllerCommand } from '../agent/controller/command.js';
 import { buildCsr, createKeyAndCsr } from '../agent/identity/csr.js';
 import { bitString, context, derNull, octetString, oid, seq, set, smallInteger, toPem, unsignedInteger } from '../agent/identity/der.js';
 

@@ -220,3 +220,33 @@ test('the floor: native/ imports nothing from agent/; neither imports test/, ben
   assert.deepEqual(breaches, []);
   assert.deepEqual([...knownLeft], [], 'these known breaches are gone: remove them from KNOWN_FLOOR_BREACHES');
 });
+
+/** The programs' rooms: each has a public entry (index.ts) and its command (command.ts, what
+ * `weft <program>` runs); everything else inside is its own business. */
+const PROGRAMS = ['agent/node', 'agent/controller', 'agent/relay', 'agent/lab'];
+const ENTRIES = new Set(['index.ts', 'command.ts']);
+
+/** Imports that reach into a program other than through its entry. */
+function reachesIntoPrograms(g: ReadonlyMap<string, ReadonlyArray<{ to: string }>>): string[] {
+  const reaches: string[] = [];
+  for (const [from, edges] of g) {
+    for (const { to } of edges) {
+      const program = PROGRAMS.find((p) => to.startsWith(`${p}/`));
+      if (!program || from.startsWith(`${program}/`)) continue;
+      if (!ENTRIES.has(to.slice(program.length + 1))) reaches.push(`${from} → ${to}`);
+    }
+  }
+  return reaches;
+}
+
+test('programs are used only through their public entry: no module reaches into another program', () => {
+  assert.deepEqual(reachesIntoPrograms(graph), [], "import the program's index.ts (add what you need to it) instead");
+});
+
+test("the entry rule finds a planted reach into a program, and lets entries and a program's own files pass", () => {
+  const planted = new Map([
+    ['agent/cli/x.ts', [{ to: 'agent/node/agent.ts' }, { to: 'agent/node/index.ts' }, { to: 'agent/relay/command.ts' }]],
+    ['agent/node/y.ts', [{ to: 'agent/node/agent.ts' }]],
+  ]);
+  assert.deepEqual(reachesIntoPrograms(planted), ['agent/cli/x.ts → agent/node/agent.ts']);
+});

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { CertificateAuthority, type IssuedCredential } from '../agent/controller/ca.js';
-import { observerServing } from '../agent/cli/observer-flags.js';
+import { observerServing } from '../agent/node/observer-flags.js';
 import { observe, parseObserveArgs } from '../agent/cli/observe.js';
 import { ErrorCodes, WeftError } from '../agent/errors.js';
 import { ObserverServer } from '../agent/flows/observer-server.js';

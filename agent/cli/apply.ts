@@ -3,8 +3,7 @@
 // nothing is written.
 import { parseArgs } from 'node:util';
 import { ConfigError, ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
-import { APPLIABLE_KINDS, removeApplied, writeApplied } from '../lab/applied.js';
-import { openLab } from '../lab/index.js';
+import { APPLIABLE_KINDS, openLab, removeApplied, writeApplied } from '../lab/index.js';
 import { loadFiles } from '../registry/load.js';
 import { problemAt, resourceKey } from '../registry/parse.js';
 import type { Resource, WithSource } from '../registry/types.js';

@@ -10,10 +10,10 @@ import { unpackConnectionInfo } from '../flows/proto.js';
 import type { GetFlowsResponse } from '../flows/types.js';
 import { labDown, labUp, type LabHandle } from '../lab/index.js';
 import { repoPath } from '../system/assets.js';
-import { agentAdminGet, eventually } from '../node/admin-client.js';
-import { ObserverClient } from '../relay/client.js';
+import { agentAdminGet, eventually } from '../node/index.js';
+import { ObserverClient } from '../relay/index.js';
 import { applyPolicies } from './apply.js';
-import { formatStatus } from './lab.js';
+import { formatStatus } from '../lab/command.js';
 import { FlowPrinter } from './observe-printer.js';
 
 const LAB_NAME = 'weft-demo';

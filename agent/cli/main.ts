@@ -23,11 +23,11 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'lab':
-      return (await import('./lab.js')).labCommand(rest);
+      return (await import('../lab/command.js')).labCommand(rest);
     case 'agent':
-      return (await import('./agent.js')).agentCommand(rest);
+      return (await import('../node/command.js')).agentCommand(rest);
     case 'controller':
-      return (await import('./controller.js')).controllerCommand(rest);
+      return (await import('../controller/command.js')).controllerCommand(rest);
     case 'apply':
       return (await import('./apply.js')).applyCommand(rest);
     case 'delete':
@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return (await import('./status.js')).statusCommand(rest);
     case 'uninstall':
-      return (await import('./agent.js')).uninstallCommand(rest);
+      return (await import('../node/command.js')).uninstallCommand(rest);
     case 'demo':
       // The demo prints its own progress; the lab's JSON log is for the lab's log files.
       process.env.WEFT_LAB_LOG_LEVEL ??= 'warn';

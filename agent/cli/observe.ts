@@ -10,7 +10,7 @@ import { flowResponseToJson } from '../flows/json.js';
 import { loadTlsCredential, nodeObserverIdentity, trustDomainOfCert, type ObserverClientTls } from '../flows/observer-tls.js';
 import { nsToTimestamp } from '../flows/query.js';
 import type { EventTypeFilter, FlowFilter, GetFlowsRequest, GetFlowsResponse, TCPFlags, TrafficDirection, Verdict } from '../flows/types.js';
-import { ObserverClient } from '../relay/client.js';
+import { ObserverClient } from '../relay/index.js';
 import { FlowPrinter, OUTPUT_FORMATS, type OutputFormat } from './observe-printer.js';
 
 const USAGE = `usage: weft observe [flags]   (hubble observe's flags)

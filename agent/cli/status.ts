@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { fetchControllerStatus, type ControllerStatus } from '../controller/index.js';
 import type { CertSnapshot } from '../identity/manager.js';
-import { agentAdminGet } from '../node/admin-client.js';
+import { agentAdminGet } from '../node/index.js';
 import { formatDuration } from '../registry/duration.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { labStatus, openLab, type LabStatus } from '../lab/index.js';

@@ -1,4 +1,4 @@
-// The lab's library API (see agent/cli/lab.ts for the `weft lab ...` commands): the one entry tests,
+// The lab's library API (command.ts holds the `weft lab ...` commands): the one entry tests,
 // benches and the CLI import. Its rooms: up.ts (up, apply), topology.ts (network, nodes, pods,
 // services, reconcile), supervision.ts (controller, agents, relay, containers), status.ts, down.ts
 // (teardown, leftovers), handle.ts (LabHandle); state.ts, names.ts, net.ts, procs.ts, sys.ts below them.

@@ -5,7 +5,7 @@ import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
-import { podChannelRequest, toRequest, type LocalPod } from '../node/pod-channel.js';
+import { podChannelRequest, toRequest, type LocalPod } from '../node/index.js';
 import { mustParseCidr, nthAddress } from '../registry/cidr.js';
 import { resourceKey, stripSource } from '../registry/parse.js';
 import {

@@ -2,7 +2,7 @@
 // `lab` subcommand; returns the process exit code (exec passes the command's code through).
 import { createReadStream, existsSync, readFileSync, statSync, watchFile, unwatchFile } from 'node:fs';
 import { ConfigError, ErrorCodes, WeftError, errorMessage, formatProblem } from '../errors.js';
-import { labApply, labDown, labExec, labStatus, labUp, openLab, type LabStatus } from '../lab/index.js';
+import { labApply, labDown, labExec, labStatus, labUp, openLab, type LabStatus } from './index.js';
 
 const USAGE = `usage: weft lab <command> [--name LAB] ...
   up -f FILE... [--no-agents] [--timeout SECONDS]   create the lab and start one agent per node

@@ -3,7 +3,7 @@
 // `weft controller revoke-node` — refuse a node's credential from now on.
 import { parseArgs } from 'node:util';
 import { ControllerDefaults, Mesh } from '../config.js';
-import { Controller, DEFAULT_CSR_RATE_LIMIT, REVOKED_NODES_FILE, appendRevocation, writeNodeCredentials } from '../controller/index.js';
+import { Controller, DEFAULT_CSR_RATE_LIMIT, REVOKED_NODES_FILE, appendRevocation, writeNodeCredentials } from './index.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { durationProblem, formatDuration, parseDurationSeconds } from '../registry/duration.js';
