@@ -54,8 +54,9 @@ export const NodePaths = {
 
 /** Agent defaults that flags override. */
 export const AgentDefaults = {
-  /** Workload certificate lifetime asked of the CA. */
+  /** Workload certificate lifetime asked of the CA (as the flag spells it, and in seconds). */
   certTtl: '24h',
+  certTtlSeconds: 24 * 60 * 60,
   /** Flows kept for the Observer API (Hubble's default ring). */
   flowRingSize: 4095,
   /** After handing over to a new agent, how long live connections may take to end. */

@@ -7,6 +7,7 @@
 //       ingested at a fixed rate (default 50,000/s for 5 s), with every loss counted.
 //   (c) memory: RSS and heap of a full ring (default size, and 65,536), each in a fresh process.
 // Every figure is the median of several repetitions. Results: bench/results/flows.{json,md}.
+import { AgentDefaults } from '../agent/config.js';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -27,7 +28,7 @@ import { FlowGenerator } from './flow-gen.js';
 /** bench/results in the source tree (this file runs from dist/bench). */
 export const DEFAULT_RESULTS_DIR = repoPath('bench', 'results');
 /** The agent's default flow ring (--flow-ring-size), Hubble's default too. */
-export const DEFAULT_RING = 4095;
+export const DEFAULT_RING = AgentDefaults.flowRingSize;
 export const FOLLOW_TARGET_RATE = 50_000;
 
 export interface FlowBenchOptions {

@@ -7,7 +7,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { ipFamily, netContains, parseIp, parseIpNet, parsePortDigits, type IpNet } from '../net/address.js';
-import { quote } from '../registry/quote.js';
+import { quote } from '../quote.js';
 import type { Endpoint, EventTypeFilter, Flow, FlowFilter, Service, TCPFlags, Workload } from './types.js';
 
 export type { FlowFilter } from './types.js';

@@ -3,6 +3,7 @@
 // backoff, and kept in use until it really expires when the CA cannot be reached. Callers may bound
 // how long they wait for a first certificate (the fetch goes on in the background), and the trust
 // domain follows the controller's: a change re-issues every certificate for the new domain.
+import { AgentDefaults } from '../config.js';
 import { EventEmitter } from 'node:events';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { Logger } from '../log.js';
@@ -197,7 +198,7 @@ export class IdentityManager extends EventEmitter {
   constructor(options: IdentityManagerOptions) {
     super();
     if (!isValidTrustDomain(options.trustDomain)) throw new WeftError(ErrorCodes.IDENTITY, `invalid trust domain ${JSON.stringify(options.trustDomain)}`);
-    const ttl = options.ttlSeconds ?? 86_400;
+    const ttl = options.ttlSeconds ?? AgentDefaults.certTtlSeconds;
     if (!Number.isFinite(ttl) || ttl <= 0) throw new WeftError(ErrorCodes.IDENTITY, `ttlSeconds must be positive, got ${ttl}`);
     this.ca = options.ca;
     this.td = options.trustDomain;

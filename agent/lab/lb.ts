@@ -7,7 +7,7 @@ import { BpfMap, BpfObject } from '../../native/index.js';
 import { array, encode, ipv4, pad, struct, u16, u32, type StructLayout } from '../../native/codec.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseIPv4 } from '../registry/cidr.js';
+import { parseIPv4 } from '../net/address.js';
 import { bpfBuildPath } from '../system/assets.js';
 
 export const LB_PROGRAM = 'weft_lab_connect4';

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { WeftError, ErrorCodes } from '../errors.js';
-import { BPFFS_ROOT } from '../system/mounts.js';
+import { NodePaths } from '../config.js';
 
 export const DEFAULT_LAB_NAME = 'weft';
 export const STATE_ROOT = process.env.WEFT_LAB_STATE_ROOT ?? '/run/weft/lab';
@@ -75,7 +75,7 @@ export function labNames(lab: string): LabNames {
   const hash = createHash('sha256').update(lab).digest('hex').slice(0, 6);
   const linkPrefix = `wl${hash}`;
   const stateDir = join(STATE_ROOT, lab);
-  const pinRoot = join(BPFFS_ROOT, 'weft', lab);
+  const pinRoot = join(NodePaths.bpffs, lab);
   const cgroupRel = `weft-lab-${lab}`;
   return {
     lab,

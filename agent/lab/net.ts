@@ -3,7 +3,7 @@
 // eth0 veth into its node's cni0. Plus the per-pod /etc/netns files (hosts, resolv.conf).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cidrSize, mustParseCidr, nthAddress } from '../registry/cidr.js';
+import { cidrSize, mustParseIPv4Cidr, nthAddress } from '../net/address.js';
 import { ETC_NETNS } from './names.js';
 import { ip, ipn, run } from './sys.js';
 
@@ -64,7 +64,7 @@ export async function createNodeNetns(netns: string): Promise<void> {
 
 export async function configureNode(n: NodeNet): Promise<void> {
   await addEth0(n.netns, `${n.ip}/${n.prefix}`, n.fabricPeer, n.fabric, 'br0');
-  const pod = mustParseCidr(n.podCIDR);
+  const pod = mustParseIPv4Cidr(n.podCIDR);
   // A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so a new pod's veth could
   // change the gateway's MAC under the other pods' ARP caches and cut them off until they expire.
   await ipn(n.netns, 'link', 'add', 'cni0', 'address', bridgeMac(n.gateway), 'type', 'bridge');
@@ -105,12 +105,12 @@ export async function deleteLink(name: string): Promise<void> {
 
 /** Address `n` of a range (0 = network address), e.g. the gateway .1. */
 export function addressOf(cidr: string, n: number): string {
-  return nthAddress(mustParseCidr(cidr), n);
+  return nthAddress(mustParseIPv4Cidr(cidr), n);
 }
 
 /** The lowest address ≥ `first` of `cidr` (excluding broadcast) not in `taken`. */
 export function nextFree(cidr: string, first: number, taken: ReadonlySet<string>): string | undefined {
-  const c = mustParseCidr(cidr);
+  const c = mustParseIPv4Cidr(cidr);
   for (let i = first; i < cidrSize(c) - 1; i++) {
     const a = nthAddress(c, i);
     if (!taken.has(a)) return a;

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { podChannelRequest, toRequest, type LocalPod } from '../node/index.js';
-import { mustParseCidr, nthAddress } from '../registry/cidr.js';
+import { mustParseIPv4Cidr, nthAddress } from '../net/address.js';
 import { resourceKey, stripSource } from '../registry/parse.js';
 import {
   Annotations,
@@ -241,7 +241,7 @@ async function createPod(state: LabState, names: LabNames, model: LabModel, pod:
   mkCgroup(state, ps.cgroup);
   journal(state, { type: 'netns', name: netns });
   await createNetns(netns);
-  await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseCidr(node.podCIDR).prefix, gateway: node.gateway });
+  await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseIPv4Cidr(node.podCIDR).prefix, gateway: node.gateway });
   writeState(state);
   log.info({ pod: key, node: node.name, ip: podIP }, 'pod network ready');
   // The runtime's CNI call, before any container runs: the agent attaches capture, or says no.

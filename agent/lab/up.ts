@@ -3,9 +3,9 @@
 // A failed up removes what it created.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Ports } from '../config.js';
+import { Ports, RelayDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
-import { nthAddress } from '../registry/cidr.js';
+import { nthAddress } from '../net/address.js';
 import { loadFiles } from '../registry/load.js';
 import { resourceKey } from '../registry/parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
@@ -98,7 +98,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
     if (agents) {
       // As on a real cluster, the node agents run before the pods: each pod is handed to its node's
       // agent (the CNI call) before its containers start, so its first packet is already meshed.
-      progress('controller: CA, node credentials, discovery and certificates on :15012');
+      progress(`controller: CA, node credentials, discovery and certificates on :${Ports.controller}`);
       await startController(state, names, model, readyTimeout(opts));
       progress(`agents: loading eBPF capture on ${Object.keys(state.nodes).join(', ')}`);
       await Promise.all(Object.values(state.nodes).map((n) => startAgentFor(state, names, n)));
@@ -113,7 +113,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
           progress(`agent on ${n.name} ready, its pods enrolled`);
         }),
       );
-      progress('relay: every node\'s flows on localhost:4245');
+      progress(`relay: every node's flows on ${RelayDefaults.address}`);
       await startRelay(state, names, readyTimeout(opts));
     }
     state.status = 'up';

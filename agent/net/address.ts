@@ -9,7 +9,7 @@
 // not, leading zeros in a prefix length) it is an option, chosen by the caller that knows why.
 import { isIP } from 'node:net';
 // A leaf module (no imports): quoting user text into a reason, bounded and with controls escaped.
-import { quote } from '../registry/quote.js';
+import { quote } from '../quote.js';
 
 // ---- Addresses of either family ----
 

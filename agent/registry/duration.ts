@@ -1,5 +1,5 @@
 // Durations as operators write them (`24h`, `90m`, `1h30m`, `5s`), in whole seconds.
-import { quote } from './quote.js';
+import { quote } from '../quote.js';
 
 const DURATION = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
 

@@ -7,7 +7,7 @@ import { LineCounter, parseAllDocuments, isMap, isScalar, type Document, type YA
 import type { ConfigProblem } from '../errors.js';
 import type { ObjectMeta, Resource, WithSource } from './types.js';
 import { kindSpec, knownKinds, type KindSpec } from './kinds.js';
-import { quote, safeName } from './quote.js';
+import { quote, safeName } from '../quote.js';
 import {
   DocContext,
   checkLabelName,

@@ -6,9 +6,9 @@
 import { isMap, isSeq, isScalar, type Document, type LineCounter, type Node as YamlNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { isPort, parseIPv4, parseIPv4Cidr } from '../net/address.js';
-import { quote, safeName } from './quote.js';
+import { quote, safeName } from '../quote.js';
 
-export { quote } from './quote.js';
+export { quote } from '../quote.js';
 
 export type PathSeg = string | number;
 

@@ -1,9 +1,10 @@
 // Reading an agent's Prometheus endpoint (15020 on the node's IP) in tests.
 import { get } from 'node:http';
+import { Ports } from '../../agent/config.js';
 
 export function metricsOf(ip: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    get({ host: ip, port: 15020, path: '/metrics', timeout: 5000 }, (res) => {
+    get({ host: ip, port: Ports.metrics, path: '/metrics', timeout: 5000 }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: ${res.statusCode}`))));
