@@ -3,7 +3,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseDocuments } from '../agent/registry/parse.js';
-import '../agent/registry/policy-parse.js';
 import type { ConfigProblem } from '../agent/errors.js';
 
 const F = '/cfg/policies.yaml';

@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import YAML from 'yaml';
 import { parseDocuments, stripSource } from '../agent/registry/parse.js';
-import '../agent/registry/policy-parse.js';
 import type { AuthorizationPolicyResource, AuthzRule, PeerAuthenticationResource } from '../agent/registry/policy-types.js';
 import { applicablePolicies, authorize, effectiveMtlsMode } from '../agent/policy/index.js';
 import type { Resource } from '../agent/registry/types.js';

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Ports } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
-import { shutdownGrpcServer } from '../system/grpc.js';
+import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
 import { observerServerCredentials, refusePeer, type ObserverServerTls } from './observer-tls.js';
@@ -201,8 +201,7 @@ type Refusal = { code: grpc.status; details: string };
 export class ObserverServer {
   private readonly servers: grpc.Server[] = [];
   private readonly followQueue: number;
-  private maxStreams: number;
-  private streams = 0;
+  private readonly slots: StreamSlots;
   private readonly cleanups = new Set<() => void>();
   private closing = false;
   private address = '';
@@ -210,8 +209,7 @@ export class ObserverServer {
 
   constructor(private readonly o: ObserverServerOptions) {
     this.followQueue = o.followQueue ?? DEFAULT_FOLLOW_QUEUE;
-    this.maxStreams = o.maxStreams ?? DEFAULT_MAX_STREAMS;
-    if (!Number.isInteger(this.maxStreams) || this.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${this.maxStreams}`);
+    this.slots = new StreamSlots(o.maxStreams ?? DEFAULT_MAX_STREAMS);
   }
 
   /** The service, with every call first checked by `refuse` (undefined: served). */
@@ -243,26 +241,15 @@ export class ObserverServer {
 
   /** Takes a stream slot, given back when the call is over (however it ends); false: refused, none left. */
   private admit(call: StreamCall): boolean {
-    if (this.streams >= this.maxStreams) {
-      this.o.log.warn({ peer: call.getPeer(), limit: this.maxStreams }, 'observer stream refused: too many concurrent streams');
-      call.emit('error', grpcError(grpc.status.RESOURCE_EXHAUSTED, `too many concurrent streams on this Observer API (limit ${this.maxStreams})`));
-      return false;
-    }
-    this.streams++;
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.streams--;
-    };
-    call.once('close', release);
-    call.once('cancelled', release);
-    return true;
+    if (this.slots.take(call)) return true;
+    this.o.log.warn({ peer: call.getPeer(), limit: this.slots.max }, 'observer stream refused: too many concurrent streams');
+    call.emit('error', grpcError(grpc.status.RESOURCE_EXHAUSTED, `too many concurrent streams on this Observer API (limit ${this.slots.max})`));
+    return false;
   }
 
   /** Streams being served now. */
   get activeStreams(): number {
-    return this.streams;
+    return this.slots.inUse;
   }
 
   private bind(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials): Promise<number> {
@@ -319,8 +306,8 @@ export class ObserverServer {
   /** The agent's listeners: plaintext on 127.0.0.1:port, and mutual TLS on the node address when configured. */
   async serve(port: number, o: ObserverServeOptions = {}): Promise<void> {
     if (o.maxStreams !== undefined) {
-      if (!Number.isInteger(o.maxStreams) || o.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${o.maxStreams}`);
-      this.maxStreams = o.maxStreams;
+      StreamSlots.check(o.maxStreams);
+      this.slots.max = o.maxStreams;
     }
     await this.listen('127.0.0.1', port);
     if (o.tls) await this.listenTls(o.tls.host, port, o.tls);

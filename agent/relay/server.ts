@@ -6,7 +6,7 @@
 // the stream goes on with the others.
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
-import { shutdownGrpcServer } from '../system/grpc.js';
+import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
 import { setLongTimeout } from '../system/long-timeout.js';
 import { Ports } from '../config.js';
 import { errorMessage } from '../errors.js';
@@ -90,13 +90,11 @@ export class RelayServer {
   private readonly callTimeoutMs: number;
   private readonly recheckMs: number;
   private readonly active = new Set<() => void>();
-  private readonly maxStreams: number;
-  private streams = 0;
+  private readonly slots: StreamSlots;
 
   constructor(private readonly o: RelayServerOptions) {
     this.name = o.name ?? hostname();
-    this.maxStreams = o.maxStreams ?? DEFAULT_MAX_STREAMS;
-    if (!Number.isInteger(this.maxStreams) || this.maxStreams < 1) throw new RangeError(`maxStreams must be a positive integer, got ${this.maxStreams}`);
+    this.slots = new StreamSlots(o.maxStreams ?? DEFAULT_MAX_STREAMS);
     this.connectTimeoutMs = o.connectTimeoutMs ?? 2000;
     this.callTimeoutMs = o.callTimeoutMs ?? 3000;
     this.recheckMs = o.recheckMs ?? 5000;
@@ -127,22 +125,11 @@ export class RelayServer {
 
   /** Takes a stream slot, given back when the call is over (however it ends); false: refused, none left. */
   private admit(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): boolean {
-    if (this.streams >= this.maxStreams) {
-      this.o.log.warn({ peer: call.getPeer(), limit: this.maxStreams }, 'relay stream refused: too many concurrent streams');
-      const details = `too many concurrent streams on the relay (limit ${this.maxStreams})`;
-      call.emit('error', Object.assign(new Error(details), { code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() }));
-      return false;
-    }
-    this.streams++;
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.streams--;
-    };
-    call.once('close', release);
-    call.once('cancelled', release);
-    return true;
+    if (this.slots.take(call)) return true;
+    this.o.log.warn({ peer: call.getPeer(), limit: this.slots.max }, 'relay stream refused: too many concurrent streams');
+    const details = `too many concurrent streams on the relay (limit ${this.slots.max})`;
+    call.emit('error', Object.assign(new Error(details), { code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() }));
+    return false;
   }
 
   listen(host: string, port: number): Promise<number> {
