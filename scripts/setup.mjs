@@ -14,8 +14,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const privileged = process.argv.includes('--privileged');
 const isRoot = process.getuid?.() === 0;
 
-/** Debian packages: the BPF toolchain, the addon's libraries, the lab's tools, and the mesh bench's baselines. */
-const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'procps', 'tcpdump', 'make', 'g++', 'python3', 'stunnel4', 'iptables', 'kubernetes-client'];
+/** Debian packages: the BPF toolchain, the addon's libraries, the lab's tools, and the mesh bench's baselines;
+ * vagrant and shellcheck check vagrant/ (test/vagrant-files). */
+const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'procps', 'tcpdump', 'make', 'g++', 'python3', 'stunnel4', 'iptables', 'kubernetes-client', 'vagrant', 'shellcheck'];
 
 function say(msg) {
   process.stderr.write(`[setup] ${msg}\n`);
