@@ -84,6 +84,32 @@ export const ControllerDefaults = {
   nodeCredentialTtlSeconds: 30 * 24 * 3600,
 } as const;
 
+/**
+ * How a node agent on Kubernetes proves who it is to the controller's CA: a projected service-account
+ * token with weft's own audience (as ztunnel's with `istio-ca`), verified by a TokenReview. The lab keeps
+ * file-based node credentials.
+ */
+export const CaTokenAuth = {
+  /** The audience the agent's projected token is minted for, and the only one the controller accepts. */
+  audience: 'weft-ca',
+  /** The weft agent's service account, as the API server names it in a TokenReview. */
+  agentServiceAccount: 'system:serviceaccount:weft-system:weft-agent',
+  /** Where the DaemonSet projects the token into the agent's pod (`weft agent --ca-token`). */
+  tokenFile: '/var/run/secrets/tokens/weft-ca',
+  /** A token the API server accepted is not reviewed again for this long (never past its `exp`). */
+  cacheTtlMs: 60_000,
+  /** A token it refused is refused from the cache for this long: a flood of bad tokens costs one review each per window. */
+  refusalCacheTtlMs: 10_000,
+  /** Reviews remembered at once (keyed by a hash of the token); the oldest go first. */
+  cacheMaxEntries: 4096,
+  /** A TokenReview that takes longer fails the call with UNAVAILABLE (the agent retries with backoff). */
+  reviewTimeoutMs: 5_000,
+  /** Reviews under way at once; more fail with UNAVAILABLE (anyone who can reach 15012 can send a token). */
+  maxConcurrentReviews: 64,
+  /** Projected tokens are 1-2 KiB; anything far larger is not one. */
+  maxTokenBytes: 16 * 1024,
+} as const;
+
 /** Relay defaults that flags override. */
 export const RelayDefaults = {
   /** Where the relay serves the cluster-wide Observer API: loopback, as Hubble Relay's port-forward. */

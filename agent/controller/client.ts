@@ -1,11 +1,15 @@
 // The node agent's side of the controller: the discovery stream (snapshot, then deltas, applied to a
 // local copy; the callback always gets the full current set) and CreateCertificate. The controller is
-// verified against the mesh root (its serving certificate names its IP/DNS); the agent authenticates
-// with its node credential. When the stream breaks, the client keeps the last state and reconnects
-// with exponential backoff, 1 s doubling to 30 s.
+// verified against the mesh root (its serving certificate names its IP/DNS) in every case; the agent
+// authenticates with its node credential (a client certificate: the lab) or, on Kubernetes, with its
+// projected service-account token (`authorization: Bearer`, sent with every call and stream, read
+// from the file again whenever the kubelet has rotated it). When the stream breaks, the client keeps
+// the last state and reconnects with exponential backoff, 1 s doubling to 30 s.
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { CaTokenAuth } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Resource } from '../registry/types.js';
@@ -20,9 +24,11 @@ export interface ControllerClientOptions {
   address: string;
   node: string;
   rootCertPem: string;
-  /** The node credential (URI SAN spiffe://<td>/weft/node/<node>). */
-  certPem: string;
-  keyPem: string;
+  /** The node credential (URI SAN spiffe://<td>/weft/node/<node>); with `tokenFile`, it may be left out. */
+  certPem?: string;
+  keyPem?: string;
+  /** A projected service-account token (audience CaTokenAuth.audience), re-read when it changes. */
+  tokenFile?: string;
   log: Logger;
   /** The name to check the controller's certificate against when it is not the address's host. */
   serverName?: string;
@@ -37,6 +43,34 @@ export interface DiscoveryState {
   problems: ConfigProblem[];
   trustDomain: string;
   version: number;
+}
+
+/**
+ * A token file the kubelet keeps fresh (projected tokens are replaced well before they expire, by an
+ * atomic symlink swap): read again whenever what the path points at changed, else served from memory.
+ */
+export class TokenFile {
+  private last: { key: string; token: string } | undefined;
+
+  constructor(readonly path: string) {}
+
+  /** The current token; throws a WeftError naming the file when it is missing, empty or not a token. */
+  read(): string {
+    let key: string;
+    try {
+      const st = statSync(this.path);
+      key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      if (this.last?.key === key) return this.last.token;
+      if (st.size > CaTokenAuth.maxTokenBytes) throw new Error(`${st.size} bytes; a service-account token is far smaller`);
+      const token = readFileSync(this.path, 'utf8').trim();
+      if (token === '') throw new Error('the file is empty');
+      if (/\s/.test(token)) throw new Error('the file holds more than one word');
+      this.last = { key, token };
+      return token;
+    } catch (err) {
+      throw new WeftError(ErrorCodes.CONTROLLER, `--ca-token ${this.path}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
 }
 
 /** A controller call that ended with a gRPC status other than OK. */
@@ -64,15 +98,28 @@ export class ControllerClient {
   private retryTimer: NodeJS.Timeout | undefined;
   private delayMs: number;
   private closed = false;
+  private readonly token: TokenFile | undefined;
 
   constructor(options: ControllerClientOptions) {
     this.options = options;
     this.delayMs = options.backoff?.initialMs ?? 1000;
-    // The controller's certificate must chain to the mesh root and name what we dial (or serverName).
+    const hasCert = options.certPem !== undefined && options.keyPem !== undefined;
+    if ((options.certPem === undefined) !== (options.keyPem === undefined)) {
+      throw new WeftError(ErrorCodes.USAGE, 'a node credential needs both its certificate and its key');
+    }
+    if (!hasCert && !options.tokenFile) {
+      throw new WeftError(ErrorCodes.USAGE, 'the controller client needs a node credential (certificate and key) or a service-account token file');
+    }
+    this.token = options.tokenFile ? new TokenFile(options.tokenFile) : undefined;
+    // The controller's certificate must chain to the mesh root and name what we dial (or serverName),
+    // whether or not we present a certificate of our own.
     const expected = options.serverName ?? parseHostPort(options.address, 'controller address').host;
-    const credentials = grpc.credentials.createSsl(Buffer.from(options.rootCertPem), Buffer.from(options.keyPem), Buffer.from(options.certPem), {
-      checkServerIdentity: (_servername, cert) => checkServerIdentity(expected, cert),
-    });
+    const credentials = grpc.credentials.createSsl(
+      Buffer.from(options.rootCertPem),
+      hasCert ? Buffer.from(options.keyPem!) : null,
+      hasCert ? Buffer.from(options.certPem!) : null,
+      { checkServerIdentity: (_servername, cert) => checkServerIdentity(expected, cert) },
+    );
     const channelOptions: grpc.ChannelOptions = {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
@@ -93,11 +140,32 @@ export class ControllerClient {
     this.connect();
   }
 
+  /** The metadata every call carries: the current service-account token, when the agent has one. */
+  private callMetadata(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    if (this.token) md.set('authorization', `Bearer ${this.token.read()}`);
+    return md;
+  }
+
+  private retryLater(fields: Record<string, unknown>, message: string): void {
+    const delay = this.delayMs;
+    this.delayMs = Math.min(this.delayMs * 2, this.options.backoff?.maxMs ?? 30_000);
+    this.options.log.warn({ controller: this.options.address, ...fields, retryInMs: delay, keptObjects: this.objects.size }, message);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
   private connect(): void {
     if (this.closed) return;
     const { stream } = controllerProtos();
     const { log, node, address } = this.options;
-    const call = this.client.makeServerStreamRequest<StreamRequest, ResourceUpdate>(stream.path, stream.requestSerialize, stream.responseDeserialize, { node });
+    let metadata: grpc.Metadata;
+    try {
+      metadata = this.callMetadata();
+    } catch (err) {
+      this.retryLater({ err: errorMessage(err) }, 'cannot read the service-account token; keeping the last configuration and retrying');
+      return;
+    }
+    const call = this.client.makeServerStreamRequest<StreamRequest, ResourceUpdate>(stream.path, stream.requestSerialize, stream.responseDeserialize, { node }, metadata);
     this.call = call;
     call.on('data', (u: ResourceUpdate) => {
       this.apply(u);
@@ -112,13 +180,7 @@ export class ControllerClient {
     call.on('status', (s: grpc.StatusObject) => {
       if (this.call !== call || this.closed) return;
       this.call = undefined;
-      const delay = this.delayMs;
-      this.delayMs = Math.min(this.delayMs * 2, this.options.backoff?.maxMs ?? 30_000);
-      log.warn(
-        { controller: address, code: grpc.status[s.code] ?? s.code, details: s.details, retryInMs: delay, keptObjects: this.objects.size },
-        'discovery stream ended; keeping the last configuration and reconnecting',
-      );
-      this.retryTimer = setTimeout(() => this.connect(), delay);
+      this.retryLater({ code: grpc.status[s.code] ?? s.code, details: s.details }, 'discovery stream ended; keeping the last configuration and reconnecting');
     });
   }
 
@@ -148,11 +210,19 @@ export class ControllerClient {
     const request: IstioCertificateRequest = { csr: csrPem, validity_duration: Math.floor(ttlSeconds) };
     const deadline = new Date(Date.now() + (this.options.callTimeoutMs ?? 15_000));
     return new Promise((resolve, reject) => {
+      let metadata: grpc.Metadata;
+      try {
+        metadata = this.callMetadata();
+      } catch (err) {
+        reject(err);
+        return;
+      }
       this.client.makeUnaryRequest<IstioCertificateRequest, IstioCertificateResponse>(
         createCertificate.path,
         createCertificate.requestSerialize,
         createCertificate.responseDeserialize,
         request,
+        metadata,
         { deadline },
         (err, res) => {
           if (err) reject(new ControllerCallError('CreateCertificate', err));

@@ -18,6 +18,7 @@ import type { RateLimit } from './rate-limit.js';
 import { REVOKED_NODES_FILE, RevocationList } from './revocation.js';
 import { parseHostPort } from '../system/host-port.js';
 import { ControllerServer } from './server.js';
+import type { TokenAuthOptions } from './token-auth.js';
 
 /** The serving certificate is issued anew on every start. */
 const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
@@ -39,6 +40,8 @@ export interface ControllerOptions {
   servingDns?: string[];
   /** CreateCertificate calls per node (default DEFAULT_CSR_RATE_LIMIT). */
   csrRateLimit?: RateLimit;
+  /** Agents may also authenticate with Kubernetes service-account tokens (TokenReview). */
+  tokenAuth?: TokenAuthOptions;
   log: Logger;
 }
 
@@ -104,6 +107,7 @@ export class Controller {
         log: o.log,
         revocations,
         ...(o.csrRateLimit ? { csrRateLimit: o.csrRateLimit } : {}),
+        ...(o.tokenAuth ? { tokenAuth: o.tokenAuth } : {}),
       });
       let controller: Controller | undefined;
       const monitoring = await MonitoringServer.start({

@@ -19,6 +19,6 @@ export {
 } from './credentials.js';
 
 // Talking to a controller: discovery and certificates (gRPC), and its status (monitoring endpoint).
-export { ControllerCallError, ControllerClient, type ControllerClientOptions, type DiscoveryState } from './client.js';
+export { ControllerCallError, ControllerClient, TokenFile, type ControllerClientOptions, type DiscoveryState } from './client.js';
 export { fetchControllerStatus } from './status-client.js';
 export type { ControllerStatus } from './monitoring.js';

@@ -1,13 +1,22 @@
-// The controller's gRPC endpoint (port 15012): one server, TLS with client certificates required
-// (the serving certificate comes from the CA; node agents present node credentials signed by the same
-// root). Two services:
+// The controller's gRPC endpoint (port 15012): one server over TLS (the serving certificate comes from
+// the CA). Two services:
 //   weft.discovery.v1.Discovery/Stream — a snapshot of what the node needs, then deltas;
 //   istio.v1.auth.IstioCertificateService/CreateCertificate — workload certificates, with node
 //   authorization: a node may obtain an identity only if a pod with that service account runs on it.
-// Callers are identified by the URI SAN `spiffe://<trust-domain>/weft/node/<node>` of their certificate.
+// A caller speaks for a node in one of two ways:
+//   - a node credential: a client certificate chaining to the mesh root with the URI SAN
+//     `spiffe://<trust-domain>/weft/node/<node>` (the lab, `weft controller node-credentials`);
+//   - on Kubernetes, its projected service-account token (`authorization: Bearer`, audience weft-ca),
+//     reviewed by the API server: the node is the one its bound pod is scheduled on (token-auth.ts).
+// Without token authentication configured, TLS itself demands a client certificate, as always. With
+// it, the TLS layer asks for a certificate but lets a caller without one finish the handshake, and
+// every call is then checked here: a verified node certificate or an accepted token, or the call is
+// refused (UNAUTHENTICATED). That is still fail-closed: a certificate that does not chain to the mesh
+// root is not even visible to the check (gRPC reports only verified peers), no method runs before the
+// check, and a caller presenting both must present two that agree.
 // A node whose name or credential serial is in the revocation list is refused (PERMISSION_DENIED) on
-// both services, and its open streams end when it is revoked. CSRs are rate-limited per node
-// (RESOURCE_EXHAUSTED) before anything in them is parsed.
+// both services, and its open streams end when it is revoked (or, for a token, when its pod is gone).
+// CSRs are rate-limited per node (RESOURCE_EXHAUSTED) before anything in them is parsed.
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { CertificateAuthority } from './ca.js';
@@ -30,6 +39,7 @@ import {
 import { DEFAULT_CSR_RATE_LIMIT, KeyedTokenBucket, type RateLimit } from './rate-limit.js';
 import type { ConfigRegistry } from './registry.js';
 import type { RevocationList } from './revocation.js';
+import { TokenAuthenticator, type BoundPod, type RefusalReason, type TokenAuthOptions } from './token-auth.js';
 
 /** The kinds a node agent receives (LabConfig and any other kind stay in the controller). */
 export const DISCOVERY_KINDS: ReadonlySet<string> = new Set(['Namespace', 'Node', 'Pod', 'Service', 'AuthorizationPolicy', 'PeerAuthentication']);
@@ -37,9 +47,12 @@ const POLICY_KINDS: ReadonlySet<string> = new Set(['AuthorizationPolicy', 'PeerA
 /** Requests are a node name or one CSR (a few KiB at most): nothing legitimate comes near this. */
 const MAX_REQUEST_BYTES = 64 * 1024;
 
+/** What the server reads of the registry (whichever source fills it). */
+export type RegistryView = Pick<ConfigRegistry, 'resources' | 'problems' | 'subscribe' | 'version'>;
+
 export interface ControllerServerOptions {
   ca: CertificateAuthority;
-  registry: ConfigRegistry;
+  registry: RegistryView;
   /** `HOST:PORT` (`[v6]:PORT` for IPv6); port 0 picks a free one. */
   listen: string;
   /** The controller's serving certificate and key (PEM), issued by `ca`. */
@@ -53,6 +66,8 @@ export interface ControllerServerOptions {
   revocations?: RevocationList;
   /** CreateCertificate calls per node (default DEFAULT_CSR_RATE_LIMIT). */
   csrRateLimit?: RateLimit;
+  /** Accept agents' Kubernetes service-account tokens besides node certificates (token-auth.ts). */
+  tokenAuth?: TokenAuthOptions;
 }
 
 export interface ConnectedAgent {
@@ -72,14 +87,29 @@ interface Session extends ConnectedAgent {
   problems: string;
   /** The serial of the node credential the stream was opened with. */
   serial: string | undefined;
+  /** The agent pod whose token opened the stream (the stream ends when that pod no longer vouches for the node). */
+  pod: BoundPod | undefined;
   /** Ends the stream with a status. */
   terminate(status: Partial<grpc.StatusObject>): void;
 }
 
-/** The authenticated caller: its node name and its credential's serial. */
+/** The authenticated caller: its node name, its credential's serial, the pod its token is bound to. */
 interface Caller {
   node: string;
   serial: string | undefined;
+  pod: BoundPod | undefined;
+  /** What it proved its node with, for messages and logs. */
+  via: 'client certificate' | 'service-account token';
+}
+
+/** A refused call: the status to answer with, and the reason label of the denial counter. */
+type Refusal = Partial<grpc.StatusObject> & { reason: RefusalReason | 'revoked' };
+
+/** What a call exposes of its caller. */
+interface CallCredentials {
+  getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } };
+  getPeer(): string;
+  metadata: grpc.Metadata;
 }
 
 /**
@@ -115,6 +145,38 @@ function status(code: grpc.status, details: string): Partial<grpc.StatusObject> 
   return { code, details };
 }
 
+function refused(code: grpc.status, reason: Refusal['reason'], details: string): Refusal {
+  return { code, details, reason };
+}
+
+/**
+ * TLS that asks for a client certificate and verifies it against the mesh root, but lets a caller
+ * without one (an agent holding a service-account token) complete the handshake. gRPC's createSsl
+ * offers only "required" or "not asked for"; Node's TLS has the third option, and gRPC's server
+ * credentials pass these options to it. A certificate that fails verification leaves the socket
+ * unauthorized, and gRPC then reports no peer certificate at all: it counts as none.
+ */
+class CertificateOrTokenCredentials extends grpc.ServerCredentials {
+  constructor(rootPem: string, certPem: string, keyPem: string) {
+    super({ requestCert: true, rejectUnauthorized: false }, { ca: rootPem, cert: certPem, key: keyPem });
+  }
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/** The bearer token of a call: undefined without an authorization header, else the token or why it is unusable. */
+function bearerToken(metadata: grpc.Metadata): { token: string } | { problem: string } | undefined {
+  const values = metadata.get('authorization');
+  if (values.length === 0) return undefined;
+  if (values.length > 1) return { problem: 'more than one authorization header' };
+  const value = values[0];
+  if (typeof value !== 'string') return { problem: 'the authorization header is not text' };
+  const m = /^Bearer +(\S+) *$/i.exec(value);
+  if (!m) return { problem: 'the authorization header is not "Bearer <token>"' };
+  return { token: m[1]! };
+}
+
 function toProtoProblem(p: ConfigProblem): ConfigProblem {
   return { file: p.file, line: p.line, field: p.field, reason: p.reason };
 }
@@ -129,12 +191,20 @@ export class ControllerServer {
   private readonly csrLimiter: KeyedTokenBucket;
   private nextSession = 1;
   port = 0;
+  /** Present when agents may authenticate with service-account tokens. */
+  readonly tokenAuthenticator: TokenAuthenticator | undefined;
 
   private constructor(private readonly options: ControllerServerOptions) {
     this.csrLimiter = new KeyedTokenBucket(options.csrRateLimit ?? DEFAULT_CSR_RATE_LIMIT);
+    this.tokenAuthenticator = options.tokenAuth ? new TokenAuthenticator(options.tokenAuth, options.log) : undefined;
     const protos = controllerProtos();
     this.server.addService(protos.discovery, {
-      Stream: (call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>) => this.stream(call),
+      Stream: (call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>) => {
+        this.stream(call).catch((err: unknown) => {
+          options.log.error({ peer: call.getPeer(), err: errorMessage(err) }, 'discovery stream failed');
+          call.emit('error', status(grpc.status.INTERNAL, errorMessage(err)));
+        });
+      },
     });
     this.server.addService(protos.certificates, {
       CreateCertificate: (
@@ -152,18 +222,30 @@ export class ControllerServer {
   static async start(options: ControllerServerOptions): Promise<ControllerServer> {
     const s = new ControllerServer(options);
     const { host, port } = parseHostPort(options.listen, '--listen');
-    const credentials = grpc.ServerCredentials.createSsl(
-      Buffer.from(options.ca.rootCertPem),
-      [{ cert_chain: Buffer.from(options.serving.certPem), private_key: Buffer.from(options.serving.keyPem) }],
-      true,
-    );
+    const credentials = s.tokenAuthenticator
+      ? new CertificateOrTokenCredentials(options.ca.rootCertPem, options.serving.certPem, options.serving.keyPem)
+      : grpc.ServerCredentials.createSsl(
+          Buffer.from(options.ca.rootCertPem),
+          [{ cert_chain: Buffer.from(options.serving.certPem), private_key: Buffer.from(options.serving.keyPem) }],
+          true,
+        );
     const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
     s.port = await new Promise<number>((resolve, reject) => {
       s.server.bindAsync(target, credentials, (err, bound) =>
         err ? reject(new WeftError(ErrorCodes.CONTROLLER, `cannot listen on ${target}: ${err.message}`, { cause: err })) : resolve(bound),
       );
     });
-    options.log.info({ listen: target, port: s.port, trustDomain: options.ca.trustDomain }, 'controller gRPC listening (mTLS, client certificates required)');
+    const auth = s.tokenAuthenticator;
+    options.log.info(
+      {
+        listen: target,
+        port: s.port,
+        trustDomain: options.ca.trustDomain,
+        callers: auth ? 'node certificate or service-account token' : 'node certificate',
+        ...(auth ? { tokenAudience: auth.audience, agentServiceAccount: auth.agentServiceAccount } : {}),
+      },
+      auth ? 'controller gRPC listening (TLS; node certificates or service-account tokens checked per call)' : 'controller gRPC listening (mTLS, client certificates required)',
+    );
     return s;
   }
 
@@ -191,23 +273,56 @@ export class ControllerServer {
   }
 
   /**
-   * The node named by the caller's certificate, or the status to fail the call with: UNAUTHENTICATED
-   * without a node credential, PERMISSION_DENIED when that credential or node is revoked.
+   * The node the caller speaks for, or the refusal to fail the call with: UNAUTHENTICATED without a
+   * node certificate or an accepted token, PERMISSION_DENIED when the token may not speak for a node
+   * or the node (or its credential) is revoked, UNAVAILABLE when the token could not be reviewed.
    */
-  private caller(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } }; getPeer(): string }, method: string): Caller | Partial<grpc.StatusObject> {
-    const found = this.callerNode(call);
+  private async caller(call: CallCredentials, method: string): Promise<Caller | Refusal> {
+    const found = await this.authenticate(call);
     if (!isCaller(found)) return found;
     const entry = this.options.revocations?.revoked(found.node, found.serial);
     if (entry !== undefined) {
       this.options.log.warn({ node: found.node, serial: found.serial, entry, peer: call.getPeer(), method }, 'revoked node refused');
-      return status(grpc.status.PERMISSION_DENIED, `node "${found.node}" is revoked (revocation entry ${entry})`);
+      return refused(grpc.status.PERMISSION_DENIED, 'revoked', `node "${found.node}" is revoked (revocation entry ${entry})`);
     }
     return found;
   }
 
-  private callerNode(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): Caller | Partial<grpc.StatusObject> {
+  private async authenticate(call: CallCredentials): Promise<Caller | Refusal> {
+    const byCert = this.certificateNode(call);
+    if (byCert !== undefined && !isCaller(byCert)) return byCert;
+    const bearer = bearerToken(call.metadata);
+    if (bearer === undefined) {
+      if (byCert) return byCert;
+      return refused(
+        grpc.status.UNAUTHENTICATED,
+        'unauthenticated',
+        this.tokenAuthenticator
+          ? 'a node credential (client certificate from the controller) or a service-account token (authorization: Bearer) is required'
+          : 'a client certificate issued by the controller is required',
+      );
+    }
+    if ('problem' in bearer) return refused(grpc.status.UNAUTHENTICATED, 'unauthenticated', bearer.problem);
+    const auth = this.tokenAuthenticator;
+    if (!auth) return refused(grpc.status.UNAUTHENTICATED, 'unauthenticated', 'this controller does not accept service-account tokens (it runs without token authentication)');
+    const result = await auth.authenticate(bearer.token, () => this.options.registry.resources());
+    if (!('node' in result)) return refused(result.code, result.reason, result.details);
+    // Two credentials must agree: a token never widens what a certificate allows, nor the reverse.
+    if (byCert && byCert.node !== result.node) {
+      return refused(
+        grpc.status.PERMISSION_DENIED,
+        'unauthorized',
+        `the client certificate names node "${byCert.node}" but the service-account token's pod ${result.pod.namespace}/${result.pod.name} runs on node "${result.node}"`,
+      );
+    }
+    return { node: result.node, serial: byCert?.serial, pod: result.pod, via: 'service-account token' };
+  }
+
+  /** The node of a verified client certificate; undefined without one; a refusal when it is not a node credential. */
+  private certificateNode(call: CallCredentials): Caller | Refusal | undefined {
+    // Only certificates that chained to the mesh root appear here (gRPC hides unauthorized peers).
     const cert = call.getAuthContext().sslPeerCertificate;
-    if (!cert?.raw) return status(grpc.status.UNAUTHENTICATED, 'a client certificate issued by the controller is required');
+    if (!cert?.raw) return undefined;
     let uris: string[];
     let serial: string | undefined;
     try {
@@ -215,28 +330,33 @@ export class ControllerServer {
       uris = uriSansOf(x509);
       serial = x509.serialNumber;
     } catch (err) {
-      return status(grpc.status.UNAUTHENTICATED, `unreadable client certificate: ${errorMessage(err)}`);
+      return refused(grpc.status.UNAUTHENTICATED, 'unauthenticated', `unreadable client certificate: ${errorMessage(err)}`);
     }
     const td = this.options.ca.trustDomain;
     const node = uris.map((u) => parseNodeSpiffeUri(u, td)).find((n): n is string => n !== undefined);
     if (!node) {
-      return status(grpc.status.UNAUTHENTICATED, `the client certificate is not a node credential (expected URI SAN spiffe://${td}/weft/node/<node>, got ${uris.join(', ') || 'none'})`);
+      return refused(
+        grpc.status.UNAUTHENTICATED,
+        'unauthenticated',
+        `the client certificate is not a node credential (expected URI SAN spiffe://${td}/weft/node/<node>, got ${uris.join(', ') || 'none'})`,
+      );
     }
-    return { node, serial };
+    return { node, serial, pod: undefined, via: 'client certificate' };
   }
 
-  private stream(call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>): void {
+  private async stream(call: grpc.ServerWritableStream<StreamRequest, ResourceUpdate>): Promise<void> {
     const { log, registry, metrics } = this.options;
-    const caller = this.caller(call, 'Stream');
+    const caller = await this.caller(call, 'Stream');
+    if (call.cancelled) return;
     if (!isCaller(caller)) {
       log.warn({ peer: call.getPeer(), reason: caller.details }, 'discovery stream refused');
-      call.emit('error', caller);
+      call.emit('error', status(caller.code ?? grpc.status.UNAUTHENTICATED, caller.details ?? 'refused'));
       return;
     }
-    const { node, serial } = caller;
+    const { node, serial, pod } = caller;
     const asked = call.request.node;
     if (asked !== node) {
-      const details = `discovery for node "${asked}" refused: the client certificate belongs to node "${node}"`;
+      const details = `discovery for node "${asked}" refused: the ${caller.via} belongs to node "${node}"`;
       log.warn({ peer: call.getPeer(), node, asked }, details);
       call.emit('error', status(grpc.status.PERMISSION_DENIED, details));
       return;
@@ -251,13 +371,21 @@ export class ControllerServer {
       sent: new Map(),
       problems: '',
       serial,
+      pod,
       terminate: (s) => call.emit('error', s),
     };
     this.sessions.set(session.id, session);
     metrics.connectedAgents.set(this.sessions.size);
-    log.info({ node, peer: session.peer }, 'agent connected');
+    log.info({ node, peer: session.peer, via: caller.via, ...(pod ? { pod: `${pod.namespace}/${pod.name}` } : {}) }, 'agent connected');
 
     const push = (snapshot: boolean): void => {
+      // A token vouched for the node through its pod: once that pod is gone (or elsewhere), so is the stream.
+      const gone = pod && this.tokenAuthenticator?.podProblem(pod, node, registry.resources());
+      if (gone) {
+        log.warn({ node, peer: session.peer, reason: gone }, "the agent's pod no longer vouches for its node: closing its discovery stream");
+        session.terminate(status(grpc.status.PERMISSION_DENIED, gone));
+        return;
+      }
       const view = nodeView(registry.resources(), node, this.options.rootNamespace);
       const upserts: ProtoResource[] = [];
       const removals: string[] = [];
@@ -296,10 +424,10 @@ export class ControllerServer {
 
   private async createCertificate(call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>): Promise<IstioCertificateResponse> {
     const { log, metrics, ca, registry } = this.options;
-    const caller = this.caller(call, 'CreateCertificate');
+    const caller = await this.caller(call, 'CreateCertificate');
     if (!isCaller(caller)) {
-      metrics.certificatesDenied.inc({ reason: caller.code === grpc.status.PERMISSION_DENIED ? 'revoked' : 'unauthenticated' });
-      throw caller;
+      metrics.certificatesDenied.inc({ reason: caller.reason });
+      throw status(caller.code ?? grpc.status.UNAUTHENTICATED, caller.details ?? 'refused');
     }
     const { node } = caller;
     // Before the CSR is even parsed: the limit is what bounds the work one node can cause.
@@ -349,7 +477,7 @@ export class ControllerServer {
   }
 }
 
-function isCaller(c: Caller | Partial<grpc.StatusObject>): c is Caller {
+function isCaller(c: Caller | Refusal): c is Caller {
   return typeof (c as Caller).node === 'string';
 }
 

@@ -1,12 +1,12 @@
 // `weft agent` — run the node agent in the foreground; `weft uninstall` — remove its BPF state.
 import { parseArgs } from 'node:util';
-import { AgentDefaults, Mesh, NodePaths, Ports } from '../config.js';
+import { AgentDefaults, CaTokenAuth, Mesh, NodePaths, Ports } from '../config.js';
 import { uninstallCapture } from '../datapath/capture.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { isPort } from '../net/address.js';
 import { NodeAgent } from './agent.js';
-import { ControllerClient } from '../controller/index.js';
+import { ControllerClient, TokenFile } from '../controller/index.js';
 import { ControllerSource, DirSource } from './sources.js';
 import { FlowLog, parseFlowLogFilter } from '../flows/flow-log.js';
 import { weftVersion } from '../system/version.js';
@@ -20,9 +20,12 @@ import { parseFastPaths } from '../ztunnel/fast-paths.js';
 
 export const AGENT_USAGE = `usage: weft agent [options]
   --node NAME                   this node's name (default: the host name)
-  --controller HOST:PORT        the controller: discovery and certificates (gRPC over mutual TLS)
-  --node-cert FILE, --node-key FILE, --root-cert FILE
-                                this node's credential toward the controller, and the mesh root
+  --controller HOST:PORT        the controller: discovery and certificates (gRPC over TLS)
+  --root-cert FILE              the mesh root: the controller's certificate must chain to it
+  --node-cert FILE, --node-key FILE
+                                this node's credential toward the controller (the lab's way)
+  --ca-token FILE               or, on Kubernetes: this agent pod's projected service-account token
+                                (audience ${CaTokenAuth.audience}, e.g. ${CaTokenAuth.tokenFile}), re-read when it rotates
   --source dir:PATH             read resources from a YAML directory instead of the controller's discovery
   --cert-ttl DURATION           workload certificate lifetime to ask for (default ${AgentDefaults.certTtl})
   --trust-domain TD             until the controller says otherwise (default ${Mesh.trustDomain})
@@ -41,7 +44,8 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --observer-tls                also serve it on the node address with mutual TLS (or WEFT_OBSERVER_TLS=1)
   --observer-address IP         the node address for --observer-tls (default $WEFT_NODE_IP)
   --observer-cert FILE, --observer-key FILE
-                                its serving credential (default observer-cert.pem, observer-key.pem beside --node-cert)
+                                its serving credential (default observer-cert.pem, observer-key.pem beside
+                                --node-cert, or beside --root-cert with --ca-token)
   --observer-allow SPIFFE-ID    a client identity that may read flows over TLS, repeatable
                                 (default the relay's, spiffe://<trust domain of --node-cert>/weft/relay)
   --observer-max-streams N      flow streams served at once; the next is refused (default ${DEFAULT_MAX_STREAMS})
@@ -87,6 +91,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       'node-cert': { type: 'string' },
       'node-key': { type: 'string' },
       'root-cert': { type: 'string' },
+      'ca-token': { type: 'string' },
       source: { type: 'string' },
       'cert-ttl': { type: 'string', default: AgentDefaults.certTtl },
       'trust-domain': { type: 'string', default: Mesh.trustDomain },
@@ -122,9 +127,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.stdout.write(AGENT_USAGE + '\n');
     return 0;
   }
-  const { controller: address, 'node-cert': certFile, 'node-key': keyFile, 'root-cert': rootFile } = values;
-  if (!address || !certFile || !keyFile || !rootFile) {
-    throw new WeftError(ErrorCodes.USAGE, `--controller, --node-cert, --node-key and --root-cert are required\n${AGENT_USAGE}`);
+  const { controller: address, 'node-cert': certFile, 'node-key': keyFile, 'root-cert': rootFile, 'ca-token': tokenFile } = values;
+  if (!address || !rootFile) {
+    throw new WeftError(ErrorCodes.USAGE, `--controller and --root-cert are required\n${AGENT_USAGE}`);
+  }
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new WeftError(ErrorCodes.USAGE, `--node-cert and --node-key go together\n${AGENT_USAGE}`);
+  }
+  if (!certFile && !tokenFile) {
+    throw new WeftError(ErrorCodes.USAGE, `the agent authenticates with --node-cert and --node-key, or with --ca-token\n${AGENT_USAGE}`);
   }
   const log = createLogger('agent', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const node = values.node ?? hostname();
@@ -133,10 +144,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
     address,
     node,
     rootCertPem: readFileSync(rootFile, 'utf8'),
-    certPem: readFileSync(certFile, 'utf8'),
-    keyPem: readFileSync(keyFile, 'utf8'),
+    ...(certFile && keyFile ? { certPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') } : {}),
+    ...(tokenFile ? { tokenFile } : {}),
     log,
   });
+  // Fail at start, naming the file, rather than on the first call: the token must be readable now.
+  if (tokenFile) new TokenFile(tokenFile).read();
   let source;
   if (values.source === undefined) source = new ControllerSource(controller, log);
   else if (values.source.startsWith('dir:')) source = new DirSource(values.source.slice('dir:'.length), log);
@@ -158,7 +171,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
     excludeInboundPorts: ports(values['exclude-inbound-ports'], '--exclude-inbound-ports'),
     observerPort: port(values['observer-port'], Ports.observer, '--observer-port'),
-    observer: observerServing(values, certFile, rootFile),
+    observer: observerServing(values, certFile ?? rootFile, rootFile),
     metricsPort: port(values['metrics-port'], Ports.metrics, '--metrics-port'),
     flowRingSize: positiveInt(values['flow-ring-size'], '--flow-ring-size'),
     ...(values['flow-log']
