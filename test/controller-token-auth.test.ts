@@ -27,10 +27,11 @@ import type { RegistryChange } from '../agent/controller/registry.js';
 import { REVOKED_NODES_FILE, RevocationList, appendRevocation } from '../agent/controller/revocation.js';
 import { ControllerServer, type ControllerServerOptions, type RegistryView } from '../agent/controller/server.js';
 import type { TokenAuthOptions } from '../agent/controller/token-auth.js';
-import { BoundTokenExtra, type TokenReviewStatus, type TokenReviewer } from '../agent/controller/token-review.js';
+import { BoundTokenExtra, KubernetesTokenReviewer, loadKubeConfig, type TokenReviewStatus, type TokenReviewer } from '../agent/controller/token-review.js';
 import { createKeyAndCsr } from '../agent/identity/csr.js';
 import { agentCommand } from '../agent/node/command.js';
 import type { PodResource, Resource } from '../agent/registry/types.js';
+import { KubeStandin, STANDIN_API_AUDIENCE, type AuthorizationAttributes } from './helpers/kube-standin.js';
 
 const TD = 'cluster.local';
 const AGENT_SA = CaTokenAuth.agentServiceAccount;
@@ -574,6 +575,80 @@ test('a review that never answers fails the call with UNAVAILABLE after the revi
   assert.equal(r.code, grpc.status.UNAVAILABLE);
   assert.match(r.details, /no answer within 150 ms/);
   assert.ok(performance.now() - t < 10_000);
+});
+
+// ---- end to end: TokenReview over HTTPS against the Kubernetes API stand-in ---------------------
+
+test('TokenReview through @kubernetes/client-node against the Kubernetes API stand-in: accepted, and every refusal', async () => {
+  const controllerUser = 'system:serviceaccount:weft-system:weft-controller';
+  let rbac = true;
+  const api = await KubeStandin.start({
+    // The controller's ClusterRole: create tokenreviews (and nothing else is asked of the API here).
+    authorize: (a: AuthorizationAttributes) => a.user.username === 'standin-admin' || (rbac && a.user.username === controllerUser && a.verb === 'create' && a.resource === 'tokenreviews'),
+  });
+  closers.push(() => void api.close());
+  const controllerToken = jwt(inAnHour());
+  api.registerToken(controllerToken, { username: controllerUser, groups: ['system:serviceaccounts', 'system:authenticated'] });
+  const reviewer = new KubernetesTokenReviewer(loadKubeConfig(api.writeKubeconfig({ token: controllerToken })));
+  const s = await startServer({ tokenAuth: { reviewer } });
+  const auth = s.server.tokenAuthenticator;
+  assert.ok(auth);
+  const csr = await csrFor('shop', 'client');
+  const register = (over: { audiences?: string[]; username?: string; expiresAt?: Date; pod?: string; uid?: string } = {}): string => {
+    const token = jwt(inAnHour());
+    api.registerToken(token, {
+      username: over.username ?? AGENT_SA,
+      uid: randomUUID(),
+      groups: ['system:serviceaccounts', `system:serviceaccounts:${AGENT_NS}`, 'system:authenticated'],
+      audiences: over.audiences ?? [CaTokenAuth.audience],
+      extra: { [BoundTokenExtra.podName]: [over.pod ?? 'weft-agent-a'], [BoundTokenExtra.podUid]: [over.uid ?? UID_A] },
+      expiresAt: over.expiresAt ?? new Date(Date.now() + 3600_000),
+    });
+    return token;
+  };
+
+  const good = register();
+  assert.equal((await rawCsr(s.address, csr, { auth: `Bearer ${good}` })).code, grpc.status.OK);
+  const asked = api.tokenReviews.at(-1);
+  assert.deepEqual(asked?.spec.audiences, [CaTokenAuth.audience]);
+  assert.equal(asked?.status.authenticated, true);
+
+  const refusals: Array<[string, grpc.status, RegExp]> = [
+    [register({ audiences: [STANDIN_API_AUDIENCE] }), grpc.status.UNAUTHENTICATED, /did not authenticate .*token audiences is invalid for the target audiences/],
+    [register({ expiresAt: new Date(Date.now() - 1000) }), grpc.status.UNAUTHENTICATED, /did not authenticate .*token has expired/],
+    [register({ username: 'system:serviceaccount:shop:client', pod: 'client' }), grpc.status.PERMISSION_DENIED, /only the weft agent's service account/],
+    [register({ pod: 'weft-agent-b', uid: UID_B }), grpc.status.PERMISSION_DENIED, /node "node-b" may not obtain a certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client/],
+    [register({ uid: randomUUID() }), grpc.status.PERMISSION_DENIED, /the token's pod is gone/],
+    [jwt(inAnHour()), grpc.status.UNAUTHENTICATED, /did not authenticate .*token lookup failed/],
+  ];
+  for (const [token, code, why] of refusals) {
+    const r = await rawCsr(s.address, csr, { auth: `Bearer ${token}` });
+    assert.equal(r.code, code, r.details);
+    assert.match(r.details, why);
+  }
+
+  // Revoked at the API server (the pod deleted): refused once the cached review is gone.
+  api.revokeToken(good);
+  auth.clearCache();
+  assert.equal((await rawCsr(s.address, csr, { auth: `Bearer ${good}` })).code, grpc.status.UNAUTHENTICATED);
+
+  // The controller without RBAC for tokenreviews: UNAVAILABLE with the API's reason, the token nowhere.
+  rbac = false;
+  const fresh = register();
+  const forbidden = await rawCsr(s.address, csr, { auth: `Bearer ${fresh}` });
+  assert.equal(forbidden.code, grpc.status.UNAVAILABLE);
+  assert.match(forbidden.details, /TokenReview failed: HTTP 403: User "system:serviceaccount:weft-system:weft-controller" cannot create resource "tokenreviews\.authentication\.k8s\.io"/);
+  assert.ok(!forbidden.details.includes(fresh));
+  rbac = true;
+
+  // The API server down: UNAVAILABLE (nothing cached), then accepted once it is back.
+  const later = register();
+  await api.stop();
+  const down = await rawCsr(s.address, csr, { auth: `Bearer ${later}` });
+  assert.equal(down.code, grpc.status.UNAVAILABLE);
+  assert.match(down.details, /could not be reviewed/);
+  await api.resume();
+  assert.equal((await rawCsr(s.address, csr, { auth: `Bearer ${later}` })).code, grpc.status.OK);
 });
 
 // ---- the agent's side ------------------------------------------------------------------------
