@@ -50,6 +50,33 @@ export const NodePaths = {
   agentStateDir: '/var/run/weft/agent',
   /** The pod channel (the CNI plugin's way in). */
   podSocket: '/var/run/weft/pods.sock',
+  /** Where runtimes pin pod network namespaces (containerd, CRI-O, `ip netns`): the start-up scan
+   * names each pod's netns by its file here (agent/node/pod-scan.ts). */
+  netnsDir: '/var/run/netns',
+  /** The kernel's view of processes, for the start-up scan. */
+  procDir: '/proc',
+} as const;
+
+/**
+ * weft-cni, the chained CNI plugin (cni/): the `type` runtimes run, and the settings of its entry in
+ * the node's conflist (`"weft": {...}`; agent/system/cni.ts writes them). The plugin's fail-closed
+ * rule: pods of `excludeNamespaces` pass through without asking the agent; every other pod's ADD
+ * fails while no agent answers (the runtime retries).
+ */
+export const CniDefaults = {
+  /** The executable's name, and `type` in the network configuration. */
+  type: 'weft-cni',
+  /** The spec version the lab (playing the runtime) speaks; the plugin supports 0.3.0 to 1.1.0. */
+  cniVersion: '1.0.0',
+  /** How long ADD waits for the agent to attach capture (the plugin's own default is the same). */
+  addTimeoutMs: 10_000,
+  /** Namespaces whose pods never wait for the agent: the cluster's own, which must start without it. */
+  excludeNamespaces: ['kube-system'] as readonly string[],
+  /** The interface the primary plugin creates in the pod (CNI_IFNAME). */
+  ifName: 'eth0',
+  /** Where the plugin is installed on a node, and where its conflist lives (Kubernetes' defaults). */
+  binDir: '/opt/cni/bin',
+  confDir: '/etc/cni/net.d',
 } as const;
 
 /** Agent defaults that flags override. */

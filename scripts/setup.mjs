@@ -15,8 +15,9 @@ const privileged = process.argv.includes('--privileged');
 const isRoot = process.getuid?.() === 0;
 
 /** Debian packages: the BPF toolchain, the addon's libraries, the lab's tools, and the mesh bench's baselines;
- * vagrant and shellcheck check vagrant/ (test/vagrant-files). */
-const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'procps', 'tcpdump', 'make', 'g++', 'python3', 'stunnel4', 'iptables', 'kubernetes-client', 'vagrant', 'shellcheck'];
+ * vagrant and shellcheck check vagrant/ (test/vagrant-files); the reference CNI plugins (bridge,
+ * host-local) weft-cni is tested behind (test/cni-plugin). */
+const PACKAGES = ['clang', 'llvm', 'libbpf-dev', 'libelf-dev', 'zlib1g-dev', 'pkg-config', 'bpftool', 'iproute2', 'util-linux', 'procps', 'tcpdump', 'make', 'g++', 'python3', 'stunnel4', 'iptables', 'kubernetes-client', 'vagrant', 'shellcheck', 'containernetworking-plugins'];
 
 function say(msg) {
   process.stderr.write(`[setup] ${msg}\n`);
@@ -95,6 +96,9 @@ if (isRoot) {
 
 // 5. BPF objects (make knows what is stale).
 run('make', ['-s', '-C', 'bpf']);
+
+// 5b. weft-cni, the chained CNI plugin (static C; the sanitized build is for its tests).
+run('make', ['-s', '-C', 'cni', 'check-build']);
 
 // 6. The native addon.
 const addon = join(root, 'native', 'build', 'Release', 'weft_native.node');
