@@ -26,7 +26,7 @@ import { controllerProtos } from '../agent/controller/proto.js';
 import type { RegistryChange } from '../agent/controller/registry.js';
 import { REVOKED_NODES_FILE, RevocationList, appendRevocation } from '../agent/controller/revocation.js';
 import { ControllerServer, type ControllerServerOptions, type RegistryView } from '../agent/controller/server.js';
-import type { TokenAuthOptions } from '../agent/controller/token-auth.js';
+import { TokenAuthenticator, parseServiceAccountUser, type TokenAuthOptions } from '../agent/controller/token-auth.js';
 import { BoundTokenExtra, KubernetesTokenReviewer, loadKubeConfig, type TokenReviewStatus, type TokenReviewer } from '../agent/controller/token-review.js';
 import { createKeyAndCsr } from '../agent/identity/csr.js';
 import { agentCommand } from '../agent/node/command.js';
@@ -713,6 +713,17 @@ test('weft agent: --ca-token or a node credential is required, and an unreadable
   const empty = join(tmp, 'empty', 'token');
   writeFileSync(empty, '\n');
   await assert.rejects(agentCommand(['--controller', '127.0.0.1:1', '--root-cert', rootFile, '--ca-token', empty, '--log-level', 'error']), /--ca-token .*: the file is empty/);
+});
+
+test('token authentication settings are checked: the service account\'s form, the audience', () => {
+  const reviewer = new ReviewerStandin();
+  assert.deepEqual(parseServiceAccountUser('system:serviceaccount:weft-system:weft-agent'), { namespace: 'weft-system', name: 'weft-agent' });
+  for (const bad of ['weft-agent', 'system:serviceaccount:weft-system', 'system:serviceaccount:Weft:agent', 'system:serviceaccount:a:b:c', 'system:node:n']) {
+    assert.equal(parseServiceAccountUser(bad), undefined, bad);
+    assert.throws(() => new TokenAuthenticator({ reviewer, agentServiceAccount: bad }, log), /--agent-service-account: .* is not system:serviceaccount:<namespace>:<name>/);
+  }
+  assert.throws(() => new TokenAuthenticator({ reviewer, audience: '' }, log), /--token-audience: "" must be one word/);
+  assert.throws(() => new TokenAuthenticator({ reviewer, audience: 'a b' }, log), /--token-audience/);
 });
 
 test('no token ever reaches a log line', () => {

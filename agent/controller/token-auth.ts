@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { CaTokenAuth } from '../config.js';
-import { errorMessage } from '../errors.js';
+import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { PodResource, Resource } from '../registry/types.js';
 import { BoundTokenExtra, type TokenReviewStatus, type TokenReviewer } from './token-review.js';
@@ -132,8 +132,8 @@ export class TokenAuthenticator {
     this.audience = options.audience ?? CaTokenAuth.audience;
     this.agentServiceAccount = options.agentServiceAccount ?? CaTokenAuth.agentServiceAccount;
     const agent = parseServiceAccountUser(this.agentServiceAccount);
-    if (!agent) throw new TypeError(`agent service account "${this.agentServiceAccount}" is not system:serviceaccount:<namespace>:<name>`);
-    if (this.audience === '' || /\s/.test(this.audience)) throw new TypeError(`token audience "${this.audience}" must be a non-empty word`);
+    if (!agent) throw new WeftError(ErrorCodes.USAGE, `--agent-service-account: "${this.agentServiceAccount}" is not system:serviceaccount:<namespace>:<name>`);
+    if (this.audience === '' || /\s/.test(this.audience)) throw new WeftError(ErrorCodes.USAGE, `--token-audience: "${this.audience}" must be one word`);
     this.agent = agent;
     this.now = options.now ?? Date.now;
     this.o = {
