@@ -137,11 +137,6 @@ export function checkCsr(csrPem: string): CheckedCsr {
   return { identity, publicKey, spkiDer: Buffer.from(fields.spki.raw), keyType };
 }
 
-/** The identity a PEM CSR requests, after every check of `checkCsr`. */
-export function csrIdentity(csrPem: string): SpiffeId {
-  return checkCsr(csrPem).identity;
-}
-
 /** CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature BIT STRING } (RFC 2986). */
 function csrFields(der: Buffer): { cri: Tlv; spki: Tlv; sigAlg: string; sigAlgParams: Tlv | undefined; signature: Buffer; attributes: Tlv | undefined } {
   const top = children(expectTag(readOne(der), Tag.SEQUENCE, 'CertificationRequest'));
