@@ -215,3 +215,38 @@ test('examples/policies.yaml selects the example pods and names their service ac
     }
   }
 });
+
+/** daemonset/core/ as kustomize reads it (the resources of its kustomization). */
+function daemonsetDocs(): Doc[] {
+  const dir = repoPath('daemonset', 'core');
+  const [kust] = readDocs(join(dir, 'kustomization.yaml'));
+  return (kust!.resources as string[]).flatMap((f) => readDocs(join(dir, f)));
+}
+
+test('the scripts and the kind config agree with daemonset/: the relay smoke.sh reads, the image, the bpffs the agent mounts', () => {
+  const docs = daemonsetDocs();
+  const smoke = readFileSync(join(VAGRANT_DIR, 'smoke.sh'), 'utf8');
+  const namespace = /^WEFT_NAMESPACE=(\S+)$/m.exec(smoke)?.[1];
+  const relay = /^RELAY="\$\{RELAY:-deployment\/([^}]+)\}"$/m.exec(smoke)?.[1];
+  assert.ok(namespace && relay, 'smoke.sh names the namespace and the relay');
+  assert.equal(/^WEFT_NAMESPACE=(\S+)$/m.exec(readFileSync(join(VAGRANT_DIR, 'cluster-up.sh'), 'utf8'))?.[1], namespace);
+  const relayDeployment = docs.find((d) => d.kind === 'Deployment' && d.metadata.name === relay && d.metadata.namespace === namespace);
+  assert.ok(relayDeployment, `daemonset/ has the Deployment ${namespace}/${relay} that smoke.sh runs weft observe in`);
+
+  // cluster-up.sh loads the image into kind instead of pushing it: no container may insist on pulling.
+  const containers = docs.flatMap((d) => (d.spec?.template?.spec ? [...(d.spec.template.spec.initContainers ?? []), ...d.spec.template.spec.containers] : []));
+  const weft = containers.filter((c: Doc) => /^(.*\/)?weft(:|@|$)/.test(c.image));
+  assert.ok(weft.length >= 3, 'the controller, the agent and the relay run weft');
+  for (const c of weft) assert.notEqual(c.imagePullPolicy, 'Always', `${c.name}: a kind node would pull instead of using the loaded image`);
+
+  // The agent pins under the node's /sys/fs/bpf, which kind-config.yaml makes a per-node bpffs.
+  const agent = docs.find((d) => d.kind === 'DaemonSet')!;
+  const podSpec = agent.spec.template.spec;
+  const mount = podSpec.containers.flatMap((c: Doc) => c.volumeMounts ?? []).find((m: Doc) => m.mountPath === '/sys/fs/bpf');
+  assert.ok(mount, 'the agent mounts /sys/fs/bpf');
+  const volume = podSpec.volumes.find((v: Doc) => v.name === mount.name);
+  const [cfg] = readDocs(join(VAGRANT_DIR, 'kind-config.yaml'));
+  for (const n of cfg!.nodes as Doc[]) {
+    assert.ok((n.extraMounts as Doc[]).some((m) => m.containerPath === volume.hostPath.path), `kind node ${n.role} has a bpffs at ${volume.hostPath.path}`);
+  }
+});

@@ -77,8 +77,8 @@ done
 # --- weft ------------------------------------------------------------------------------------------
 say "installing weft: kubectl apply -k daemonset/"
 kubectl apply -k "$WEFT_SRC/daemonset"
-mapfile -t crds < <(kubectl kustomize "$WEFT_SRC/daemonset" | awk '/^kind: CustomResourceDefinition$/ { c = 1 } c && /^  name: / { print $2; c = 0 }')
-for crd in "${crds[@]}"; do kubectl wait --for=condition=Established --timeout=60s "crd/$crd" >/dev/null; done
+# The policy kinds (daemonset/crds/) must be served before the policies are applied below.
+kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 for workload in $(kubectl -n "$WEFT_NAMESPACE" get deployments,daemonsets -o name); do
   say "waiting for $workload"
   kubectl -n "$WEFT_NAMESPACE" rollout status "$workload" --timeout="$ROLLOUT_TIMEOUT"
