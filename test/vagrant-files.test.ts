@@ -13,6 +13,7 @@ import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { repoPath } from '../agent/system/assets.js';
+import { requirePrivileges } from './helpers/privileged.js';
 
 /** A parsed YAML document: the tests below check its fields one by one. */
 type Doc = Record<string, any>;
@@ -248,5 +249,37 @@ test('the scripts and the kind config agree with daemonset/: the relay smoke.sh 
   const [cfg] = readDocs(join(VAGRANT_DIR, 'kind-config.yaml'));
   for (const n of cfg!.nodes as Doc[]) {
     assert.ok((n.extraMounts as Doc[]).some((m) => m.containerPath === volume.hostPath.path), `kind node ${n.role} has a bpffs at ${volume.hostPath.path}`);
+  }
+});
+
+test('a kind node\'s /sys/fs/bpf, bound from its own directory of the machine\'s bpffs, satisfies the agent and keeps the nodes\' pins apart', async (t) => {
+  if (!requirePrivileges(t)) return;
+  // What kind does with kind-config.yaml's extraMounts, in a scratch mount namespace per node: the
+  // node's directory of the machine's bpffs is bound where the node (and the agent's hostPath) sees
+  // /sys/fs/bpf; the agent pins under /sys/fs/bpf/weft there.
+  const { checkNode } = (await import(repoPath('daemonset', 'image', 'weft-node.mjs'))) as { checkNode: (p: { bpffs: string }, mountinfo: string) => string[] };
+  const machine = `/sys/fs/bpf/weft-kind-test-${process.pid}`;
+  const scratch = mkdtempSync(join(tmpdir(), 'weft-kind-node-'));
+  try {
+    const nodes = ['control-plane', 'worker'];
+    for (const n of nodes) {
+      const dir = join(machine, n);
+      mkdirSync(dir, { recursive: true });
+      const nodeBpffs = join(scratch, n);
+      mkdirSync(nodeBpffs);
+      // Inside the node's mount namespace: bind, then pin a map the way the agent would, then read mountinfo.
+      const script = `set -e; mount --bind ${dir} ${nodeBpffs}; mkdir ${nodeBpffs}/weft; bpftool map create ${nodeBpffs}/weft/m type array key 4 value 4 entries 1 name weft_kind_${n === 'worker' ? 'w' : 'c'}; cat /proc/self/mountinfo`;
+      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(checkNode({ bpffs: join(nodeBpffs, 'weft') }, r.stdout), [], `node ${n}: the agent's node check`);
+    }
+    // Each node's pins are in its own directory of the machine's bpffs, and only there.
+    for (const n of nodes) assert.deepEqual(readdirSync(join(machine, n, 'weft')), ['m'], `node ${n}'s pins`);
+    // And a plain directory is refused by the same check (it can fail).
+    const plain = spawnSync('cat', ['/proc/self/mountinfo'], { encoding: 'utf8' }).stdout;
+    assert.equal(checkNode({ bpffs: join(scratch, 'control-plane', 'weft') }, plain).length, 1);
+  } finally {
+    rmSync(machine, { recursive: true, force: true });
+    rmSync(scratch, { recursive: true, force: true });
   }
 });
