@@ -41,8 +41,11 @@ fi
 if grep -q 'imagePullPolicy: Always' <<<"$rendered"; then
   die "daemonset/ asks for imagePullPolicy: Always: a kind node would pull instead of using the loaded image"
 fi
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+old_image="$(image_id "${weft_images[0]}")"
 say "building ${weft_images[0]} from $WEFT_SRC"
 docker build --tag "${weft_images[0]}" "$WEFT_SRC"
+new_image="$(image_id "${weft_images[0]}")"
 for extra in "${weft_images[@]:1}"; do docker tag "${weft_images[0]}" "$extra"; done
 
 # --- The kind cluster ------------------------------------------------------------------------------
@@ -75,8 +78,17 @@ for image in "${weft_images[@]}"; do
 done
 
 # --- weft ------------------------------------------------------------------------------------------
+installed=0
+kubectl -n "$WEFT_NAMESPACE" get daemonset weft-agent >/dev/null 2>&1 && installed=1
 say "installing weft: kubectl apply -k daemonset/"
 kubectl apply -k "$WEFT_SRC/daemonset"
+# Same tag, new build (the checkout changed, `vagrant rsync` then this script): the pods run the old
+# image until they restart. The agents' restart is an upgrade: the new one takes the sockets over.
+if ((installed)) && [[ "$old_image" != "$new_image" ]]; then
+  say "the image changed: restarting weft's pods"
+  kubectl -n "$WEFT_NAMESPACE" rollout restart deployment
+  kubectl -n "$WEFT_NAMESPACE" rollout restart daemonset
+fi
 # The policy kinds (daemonset/crds/) must be served before the policies are applied below.
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 for workload in $(kubectl -n "$WEFT_NAMESPACE" get deployments,daemonsets -o name); do
