@@ -58,7 +58,7 @@ test('vagrant validate accepts the Vagrantfile and refuses one whose provisioner
     assert.match(ok.out, /validated successfully/);
     const broken = join(scratch, 'broken');
     const text = readFileSync(join(VAGRANT_DIR, 'Vagrantfile'), 'utf8');
-    const mangled = text.replace('inline: "/weft/vagrant/smoke.sh"', 'inline: nil');
+    const mangled = text.replace('inline: "bash /weft/vagrant/smoke.sh"', 'inline: nil');
     assert.notEqual(mangled, text, 'the smoke provisioner is where the test expects it');
     mkdirSync(broken);
     writeFileSync(join(broken, 'Vagrantfile'), mangled);
@@ -70,9 +70,9 @@ test('vagrant validate accepts the Vagrantfile and refuses one whose provisioner
   }
 });
 
-test('the Vagrantfile runs the provisioning, cluster and smoke scripts, which exist and are executable', () => {
+test('the Vagrantfile runs the provisioning, cluster and smoke scripts, which exist and are executable (run by hand too)', () => {
   const text = readFileSync(join(VAGRANT_DIR, 'Vagrantfile'), 'utf8');
-  const run = [...text.matchAll(/config\.vm\.provision "(\w+)", type: "shell", inline: "\/weft\/vagrant\/([\w.-]+)"/g)].map((m) => [m[1], m[2]]);
+  const run = [...text.matchAll(/config\.vm\.provision "(\w+)", type: "shell", inline: "bash \/weft\/vagrant\/([\w.-]+)"/g)].map((m) => [m[1], m[2]]);
   assert.deepEqual(run, [['system', 'provision.sh'], ['cluster', 'cluster-up.sh'], ['smoke', 'smoke.sh']]);
   for (const [, script] of run) accessSync(join(VAGRANT_DIR, script!), constants.X_OK);
   assert.match(text, /config\.vm\.box = ENV\.fetch\("WEFT_VM_BOX", "debian\/bookworm64"\)/);
