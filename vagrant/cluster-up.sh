@@ -52,7 +52,7 @@ for extra in "${weft_images[@]:1}"; do docker tag "${weft_images[0]}" "$extra"; 
 # Each node's own BPF filesystem directory (kind-config.yaml mounts it at the node's /sys/fs/bpf).
 findmnt -t bpf /sys/fs/bpf >/dev/null || mount -t bpf bpf /sys/fs/bpf
 mkdir -p "$BPFFS_NODES_DIR/control-plane" "$BPFFS_NODES_DIR/worker"
-if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+if grep -qx "$KIND_CLUSTER" <<<"$(kind get clusters 2>/dev/null)"; then
   say "kind cluster $KIND_CLUSTER exists: reusing it"
 else
   say "creating kind cluster $KIND_CLUSTER (two nodes, kindnet)"

@@ -53,7 +53,7 @@ apt_install() {
   local missing=()
   local p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   if ((apt_updated == 0)); then
@@ -74,7 +74,7 @@ if ! command -v dockerd >/dev/null; then
   install -d -m 0755 /etc/apt/keyrings
   key="$(mktemp)"
   curl -fsSL "https://download.docker.com/linux/${ID}/gpg" -o "$key"
-  got="$(gpg --show-keys --with-colons "$key" | awk -F: '$1 == "fpr" { print $10; exit }')"
+  got="$(gpg --show-keys --with-colons "$key" | awk -F: '$1 == "fpr" && !seen { print $10; seen = 1 }')"
   [[ "$got" == "$DOCKER_KEY_FINGERPRINT" ]] || die "Docker's apt key has fingerprint $got, expected $DOCKER_KEY_FINGERPRINT"
   gpg --dearmor <"$key" >/etc/apt/keyrings/docker.gpg
   rm -f "$key"
@@ -96,7 +96,7 @@ fetch_checked() { # URL SHA256-URL DEST
   tmp="$(mktemp)"
   curl -fsSL "$1" -o "$tmp"
   local want got
-  want="$(curl -fsSL "$2" | awk '{ print $1; exit }')"
+  want="$(curl -fsSL "$2" | awk 'NR == 1 { print $1 }')"
   got="$(sha256sum "$tmp" | awk '{ print $1 }')"
   if [[ -z "$want" || "$want" != "$got" ]]; then
     rm -f "$tmp"

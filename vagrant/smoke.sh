@@ -77,7 +77,8 @@ done
 [[ "$answer" == "$api" ]] || fail "api.shop answered '$answer', expected the api pod's name '$api'"
 say "   answered by $answer"
 # The app sees the caller's own address: serve-hostname logs it.
-kubectl -n shop logs "$api" | grep -q "HTTP request from ${frontend_ip}:" \
+api_log="$(kubectl -n shop logs "$api")"
+grep -qF "HTTP request from ${frontend_ip}:" <<<"$api_log" \
   || fail "api's log does not show a request from frontend's IP $frontend_ip (the source address was not preserved)"
 say "   api saw the request from $frontend_ip"
 
