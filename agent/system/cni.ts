@@ -105,7 +105,7 @@ function asErrorResult(v: unknown): CniErrorResult | undefined {
  * Run one plugin binary once, as the runtime does, and wait (at most `timeoutMs`, then SIGKILL). A
  * non-zero exit is an outcome with `error`, not an exception; only failing to run it at all throws.
  */
-export function execCniPlugin(binary: string, command: CniCommand, rt: CniRuntimeConf | undefined, stdin: string, timeoutMs: number): Promise<CniOutcome> {
+export function execCniPlugin(binary: string, command: CniCommand, rt: CniRuntimeConf | undefined, stdin: string | Uint8Array, timeoutMs: number): Promise<CniOutcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(binary, [], { env: cniEnv(command, rt), stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];

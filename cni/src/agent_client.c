@@ -72,6 +72,26 @@ static int open_socket(const char *path, long long deadline, enum agent_result *
   return fd;
 }
 
+/* Digits of `base` in [from, to) as a number no larger than max: the end of the digits, or NULL when
+ * there are none or the number is too large. Bounded by `to`, unlike strtoull, which also skips
+ * leading white space (CR and LF among it) into whatever follows. */
+static const char *parse_number(const char *from, const char *to, int base, unsigned long long max, unsigned long long *out) {
+  unsigned long long v = 0;
+  const char *p = from;
+  for (; p < to; p++) {
+    int d;
+    if (*p >= '0' && *p <= '9') d = *p - '0';
+    else if (base == 16 && *p >= 'a' && *p <= 'f') d = *p - 'a' + 10;
+    else if (base == 16 && *p >= 'A' && *p <= 'F') d = *p - 'A' + 10;
+    else break;
+    if (v > (max - (unsigned)d) / (unsigned)base) return NULL;
+    v = v * (unsigned)base + (unsigned)d;
+  }
+  if (p == from) return NULL;
+  *out = v;
+  return p;
+}
+
 /* Parse what has arrived. 1: a complete response in *reply; 0: need more; -1: malformed (why set). */
 static int parse_response(const char *raw, size_t n, int eof, struct agent_reply *reply, char *why, size_t cap) {
   const char *end = memmem(raw, n, "\r\n\r\n", 4);
@@ -88,7 +108,7 @@ static int parse_response(const char *raw, size_t n, int eof, struct agent_reply
     return -1;
   }
   reply->status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
-  long long content_length = -1;
+  long long content_length = -1; /* none */
   int chunked = 0;
   const char *line = memchr(raw, '\n', (size_t)(end - raw));
   while (line && line < end) {
@@ -101,13 +121,15 @@ static int parse_response(const char *raw, size_t n, int eof, struct agent_reply
       const char *v = colon + 1;
       while (v < eol && (*v == ' ' || *v == '\t')) v++;
       if (name_len == 14 && strncasecmp(line, "content-length", 14) == 0) {
-        char *stop;
-        errno = 0;
-        content_length = strtoll(v, &stop, 10);
-        if (errno || stop == v || content_length < 0) {
-          snprintf(why, cap, "bad Content-Length");
+        unsigned long long cl;
+        const char *stop = parse_number(v, eol, 10, (unsigned long long)AGENT_MAX_REPLY + 1, &cl);
+        /* What follows the digits may only be the line's end (optional white space, CR). */
+        while (stop && stop < eol && (*stop == ' ' || *stop == '\t' || *stop == '\r')) stop++;
+        if (!stop || stop != eol) {
+          snprintf(why, cap, "bad or oversized Content-Length");
           return -1;
         }
+        content_length = (long long)cl;
       } else if (name_len == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
         chunked = memmem(v, (size_t)(eol - v), "chunked", 7) != NULL;
       }
@@ -122,9 +144,10 @@ static int parse_response(const char *raw, size_t n, int eof, struct agent_reply
     for (;;) {
       const char *crlf = memmem(p, (size_t)(stop - p), "\r\n", 2);
       if (!crlf) goto more;
-      char *after;
-      unsigned long long size = strtoull(p, &after, 16);
-      if (after == p) {
+      unsigned long long size;
+      const char *after = parse_number(p, crlf, 16, AGENT_MAX_REPLY, &size);
+      /* A chunk extension (";name=value") may follow the size; nothing else may. */
+      if (!after || (after != crlf && *after != ';' && *after != ' ' && *after != '\t')) {
         snprintf(why, cap, "bad chunk size");
         return -1;
       }
