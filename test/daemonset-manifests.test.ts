@@ -25,6 +25,7 @@ import { KINDS } from '../agent/registry/kinds.js';
 import { KUBE_KINDS } from '../agent/controller/kube-decode.js';
 import { readableKinds } from '../agent/controller/kube-source.js';
 import { repoPath } from '../agent/system/assets.js';
+import { BPFFS, RUN_PREFIX, cgroup2Root, requirePrivileges, sh, shQuiet } from './helpers/privileged.js';
 
 /** A parsed manifest: the checks below read its fields one by one. */
 type Doc = Record<string, any>;
@@ -637,4 +638,74 @@ test('the image: the Dockerfile builds every piece the manifests run and names t
   assert.match(kustomization, new RegExp(`newTag: ${VERSION.replaceAll('.', '\\.')}\\n`));
   const script = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')).scripts.image as string;
   assert.ok(script && existsSync(repoPath(script.split(' ')[1]!)), 'npm run image runs a script of this repository');
+});
+
+// --- the agent's capabilities, on this kernel -----------------------------------------------------
+
+/** The capabilities daemonset/core/agent.yaml adds for the agent (read from the source, no kubectl needed). */
+function agentCapabilities(): string[] {
+  const ds = parseDocs(readFileSync(join(DAEMONSET, 'core', 'agent.yaml'), 'utf8'), 'agent.yaml').find((d) => d.kind === 'DaemonSet')!;
+  return ds.spec.template.spec.containers[0].securityContext.capabilities.add as string[];
+}
+
+/** Capability numbers (linux/capability.h) of those the DaemonSet may add. */
+const CAP_NUMBERS: Record<string, number> = { NET_ADMIN: 12, SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, PERFMON: 38, BPF: 39 };
+
+/** Whether this process may hand `cap` on (a sandbox may lack some, e.g. SYS_RESOURCE). */
+function inBoundingSet(cap: string): boolean {
+  const hex = /CapBnd:\s*([0-9a-f]+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0';
+  const n = CAP_NUMBERS[cap];
+  assert.ok(n !== undefined, `${cap}: add its number to CAP_NUMBERS`);
+  return ((BigInt(`0x${hex}`) >> BigInt(n)) & 1n) === 1n;
+}
+
+test('the agent\'s capabilities: each call of the agent works with the DaemonSet\'s set and fails without the one named for it', async (t) => {
+  if (!requirePrivileges(t)) return;
+  if (spawnSync('setpriv', ['--version']).status !== 0) {
+    if (process.env.CI === 'true') throw new Error('setpriv (util-linux) is needed');
+    return t.skip('setpriv missing');
+  }
+  const wanted = agentCapabilities();
+  const caps = wanted.filter(inBoundingSet);
+  for (const c of wanted.filter((x) => !inBoundingSet(x))) t.diagnostic(`${c} is not in this machine's bounding set: checked without it`);
+  const probe = join(repoPath('test', 'fixtures', 'daemonset'), 'caps-probe.mjs');
+  const name = `${RUN_PREFIX}-caps`;
+  const netns = `/var/run/netns/${name}`;
+  const cgroup = join(cgroup2Root(), name);
+  const pins = join(BPFFS, name);
+  const as = (set: string[], args: string[], roProcSys = false): { ok: boolean; err?: string } => {
+    const list = ['-all', ...set.map((c) => `+${c.toLowerCase()}`)].join(',');
+    const cmd = ['setpriv', `--bounding-set=${list}`, `--inh-caps=${list}`, '--', process.execPath, probe, ...args];
+    // A container's /proc/sys: read-only, in its own mount namespace (the host's is not touched).
+    const r = roProcSys
+      ? spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', 'sh', ...cmd], { encoding: 'utf8' })
+      : spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    assert.ok(line.startsWith('{'), `probe ${args[0]} printed ${r.stdout}${r.stderr}`);
+    return JSON.parse(line) as { ok: boolean; err?: string };
+  };
+  const without = (cap: string): string[] => caps.filter((c) => c !== cap);
+  sh('ip', ['netns', 'add', name]);
+  try {
+    spawnSync('mkdir', ['-p', cgroup]);
+    // Capture: programs, maps, pins, cgroup links, the netns's sk_lookup.
+    assert.deepEqual(as(caps, ['datapath', pins, cgroup, netns]), { ok: true });
+    assert.match(as(without('SYS_ADMIN'), ['datapath', pins, cgroup, netns]).err ?? '', /setns\(2\).*EPERM/);
+    // The pod's reply routing: setns, rtnetlink, sysctls through /proc/sys.
+    assert.deepEqual(as(caps, ['routing', netns]), { ok: true });
+    assert.match(as(without('NET_ADMIN'), ['routing', netns]).err ?? '', /rtnetlink .*EPERM/);
+    assert.match(as(without('SYS_ADMIN'), ['routing', netns]).err ?? '', /setns\(2\).*EPERM/);
+    // In a container /proc/sys is read-only: the routing fails until weft-node remounts it, which
+    // takes SYS_ADMIN.
+    assert.match(as(caps, ['routing', netns], true).err ?? '', /EROFS/);
+    assert.deepEqual(as(caps, ['procsys'], true), { ok: true });
+    assert.match(as(without('SYS_ADMIN'), ['procsys'], true).err ?? '', /could not be remounted/);
+    // The start-up scan: the netns of a process holding more capabilities than the agent (this test).
+    assert.deepEqual(as(caps, ['netns', String(process.pid)]), { ok: true });
+    assert.match(as(without('SYS_PTRACE'), ['netns', String(process.pid)]).err ?? '', /EACCES/);
+  } finally {
+    shQuiet('ip', ['netns', 'del', name]);
+    spawnSync('rmdir', [cgroup]);
+    rmSync(pins, { recursive: true, force: true });
+  }
 });

@@ -108,7 +108,7 @@ function procSysWritable() {
 /** The runtime mounts /proc/sys read-only in a container that is not privileged; the agent writes two
  * sysctls of each pod's netns through it. This container's own mount namespace gets it read-write
  * (CAP_SYS_ADMIN); the host's /proc/sys is not touched by this remount. */
-function ensureProcSysWritable() {
+export function ensureProcSysWritable() {
   if (procSysWritable()) return;
   const r = spawnSync('mount', ['-o', 'remount,bind,rw', PROC_SYS], { encoding: 'utf8' });
   if (r.status !== 0 || !procSysWritable()) {
