@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -707,5 +708,132 @@ test('the agent\'s capabilities: each call of the agent works with the DaemonSet
     shQuiet('ip', ['netns', 'del', name]);
     spawnSync('rmdir', [cgroup]);
     rmSync(pins, { recursive: true, force: true });
+  }
+});
+
+// --- weft-node run: watching over the agent ---------------------------------------------------------
+
+const WEFT_NODE = join(DAEMONSET, 'image', 'weft-node.mjs');
+const FAKE_AGENT = repoPath('test', 'fixtures', 'daemonset', 'fake-agent.mjs');
+
+/** weft-node with the fake agent, its stdout read line by line. */
+function startWeftNode(args: string[]): { child: ReturnType<typeof spawn>; lines: string[]; next(re: RegExp, what: string): Promise<string>; exit: Promise<number | null> } {
+  const env: NodeJS.ProcessEnv = { ...process.env, WEFT_AGENT_ENTRY: FAKE_AGENT };
+  delete env.KUBERNETES_SERVICE_HOST;
+  delete env.POD_NAMESPACE;
+  const child = spawn(process.execPath, [WEFT_NODE, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  let buf = '';
+  const onData = (c: Buffer): void => {
+    buf += c.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      lines.push(line);
+      for (const w of [...waiters]) if (w.re.test(line)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(line);
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const next = (re: RegExp, what: string): Promise<string> => {
+    const seen = lines.find((l) => re.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`weft-node: no "${what}" within 10 s; output:\n${lines.join('\n')}`)), 10_000);
+      waiters.push({ re, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      void exit.then(() => setImmediate(() => waiters.some((w) => w.re === re) && reject(new Error(`weft-node exited before "${what}"; output:\n${lines.join('\n')}`))));
+    });
+  };
+  return { child, lines, next, exit };
+}
+
+test('weft-node run: a stop is passed to the agent; after a hand-over it waits for its pod to go and lets the drain finish', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const dir = mkdtempSync(join(tmpdir(), 'weft-node-run-'));
+  const socket = join(dir, 'pods.sock');
+  const args = ['run', '--no-cni', '--', 'agent', `--bpffs=${join(BPFFS, `${RUN_PREFIX}-node`)}`, `--pod-socket=${socket}`, `--state-dir=${join(dir, 'state')}`];
+  const newer = createNetServer();
+  const procs: Array<ReturnType<typeof spawn>> = [];
+  try {
+    // A stop with no newer agent: the agent gets SIGTERM; no DaemonSet to ask, so nothing is removed.
+    const a = startWeftNode(args);
+    procs.push(a.child);
+    await a.next(/our agent serves the pod channel/, 'the pod channel spotted');
+    a.child.kill('SIGTERM');
+    await a.next(/fake-agent: SIGTERM/, 'SIGTERM passed on');
+    assert.equal(await a.exit, 0, a.lines.join('\n'));
+    assert.ok(!a.lines.some((l) => l.includes('uninstall')), 'a stop is not an uninstall');
+    assert.match(a.lines.find((l) => l.includes('pod stopped')) ?? '', /"state":"unknown"/);
+
+    // A newer agent takes the pod channel over; ours drains and exits by itself: weft-node stays.
+    const b = startWeftNode(args);
+    procs.push(b.child);
+    const pidOf = async (run: typeof b): Promise<number> => {
+      await run.next(/our agent serves the pod channel/, 'the pod channel spotted');
+      const child = spawnSync('pgrep', ['-f', `${FAKE_AGENT} agent`, '-P', String(run.child.pid)], { encoding: 'utf8' });
+      return Number(child.stdout.trim().split('\n')[0]);
+    };
+    const agentB = await pidOf(b);
+    rmSync(socket);
+    await new Promise<void>((resolve) => newer.listen(socket, resolve));
+    process.kill(agentB, 'SIGUSR2');
+    await b.next(/handed over to a newer agent; waiting for this pod to be deleted/, 'waiting after the hand-over');
+    assert.equal(b.child.exitCode, null, 'weft-node does not exit: the kubelet would start it again');
+    b.child.kill('SIGTERM');
+    assert.equal(await b.exit, 0, b.lines.join('\n'));
+    await new Promise<void>((resolve) => newer.close(() => resolve()));
+
+    // The pod is deleted while its agent drains: weft-node does not cut the drain short.
+    const c = startWeftNode(args);
+    procs.push(c.child);
+    const agentC = await pidOf(c);
+    rmSync(socket);
+    const newer2 = createNetServer();
+    await new Promise<void>((resolve) => newer2.listen(socket, resolve));
+    c.child.kill('SIGTERM');
+    await c.next(/a newer agent serves this node; letting ours finish draining/, 'the drain left alone');
+    process.kill(agentC, 'SIGUSR2');
+    assert.equal(await c.exit, 0, c.lines.join('\n'));
+    assert.ok(!c.lines.some((l) => l.includes('fake-agent: SIGTERM')), 'the draining agent got no SIGTERM');
+    assert.ok(!c.lines.some((l) => l.includes('pod stopped')), 'a handed-over pod never asks about uninstalling');
+    await new Promise<void>((resolve) => newer2.close(() => resolve()));
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    newer.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('weft-node refuses a node without a BPF filesystem, and `weft-node uninstall` restores the node', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-node-uninstall-'));
+  try {
+    const r = spawnSync(process.execPath, [WEFT_NODE, 'run', '--no-cni', '--', 'agent', `--bpffs=${join(dir, 'bpf', 'weft')}`], { encoding: 'utf8', env: { ...process.env, WEFT_AGENT_ENTRY: FAKE_AGENT } });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout + r.stderr, /is not on a BPF filesystem/);
+
+    const conf = join(dir, 'net.d');
+    const bin = join(dir, 'bin');
+    const state = join(dir, 'state');
+    for (const d of [conf, bin, state]) spawnSync('mkdir', ['-p', d]);
+    const primary = { cniVersion: '1.0.0', name: 'net', plugins: [{ type: 'bridge' }] };
+    writeFileSync(join(conf, '10-net.conflist'), JSON.stringify({ ...primary, plugins: [...primary.plugins, { type: CniDefaults.type, weft: {} }] }));
+    writeFileSync(join(bin, CniDefaults.type), 'x');
+    writeFileSync(join(state, 'pod.json'), '{}');
+    writeFileSync(join(dir, 'pods.sock'), '');
+    const u = spawnSync(process.execPath, [WEFT_NODE, 'uninstall', `--cni-bin-dir=${bin}`, `--cni-conf-dir=${conf}`, '--', 'agent', `--bpffs=${join(dir, 'pins')}`, `--state-dir=${state}`, `--pod-socket=${join(dir, 'pods.sock')}`], {
+      encoding: 'utf8',
+      env: { ...process.env, WEFT_AGENT_ENTRY: FAKE_AGENT },
+    });
+    assert.equal(u.status, 0, u.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(conf, '10-net.conflist'), 'utf8')), primary);
+    assert.deepEqual(readdirSync(bin), []);
+    assert.equal(existsSync(state), false);
+    assert.equal(existsSync(join(dir, 'pods.sock')), false);
+    assert.match(u.stderr, /BPF pins removed/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -32,11 +32,10 @@ import { parseArgs } from 'node:util';
 import { CniDefaults, NodePaths, Ports } from '../../dist/agent/config.js';
 import { ErrorCodes, WeftError, errorMessage } from '../../dist/agent/errors.js';
 import { createLogger } from '../../dist/agent/log.js';
+import { cliEntry } from '../../dist/agent/system/assets.js';
 import { requireWeftCni, weftCniPluginConf } from '../../dist/agent/system/cni.js';
 import { ensureEntry, installBinary, removeBinary, removeEntries } from './cni-conf.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = join(ROOT, 'dist', 'agent', 'cli', 'main.js');
 /** Where the runtime keeps /proc/sys read-only in a container that is not privileged. */
 const PROC_SYS = '/proc/sys';
 /** A sysctl the agent writes in each pod's netns (native/src/route.cc). */
@@ -163,7 +162,7 @@ function uninstallNode(dirs, paths) {
   const restored = removeEntries(dirs.conf, CniDefaults.type);
   removeBinary(dirs.bin, CniDefaults.type);
   log.info({ restored }, 'weft-cni removed from the CNI chain');
-  const r = spawnSync(process.execPath, [CLI, 'uninstall', `--bpffs=${paths.bpffs}`], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [cliEntry(), 'uninstall', `--bpffs=${paths.bpffs}`], { encoding: 'utf8' });
   if (r.status !== 0) log.error({ bpffs: paths.bpffs, err: (r.stderr || '').trim() }, 'cannot remove the BPF pins');
   else log.info({ bpffs: paths.bpffs }, 'BPF pins removed');
   rmSync(paths.stateDir, { recursive: true, force: true });
@@ -237,7 +236,7 @@ async function run(argv) {
   const stopCni = values['no-cni'] ? () => undefined : keepCniInstalled(dirs, paths.podSocket);
 
   const started = Date.now();
-  const child = spawn(process.execPath, [CLI, ...weftArgs], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [cliEntry(), ...weftArgs], { stdio: 'inherit' });
   // The pod channel socket our agent made: a later one at the same path is a newer agent's.
   let ownSocket;
   const spot = setInterval(() => {
@@ -246,12 +245,17 @@ async function run(argv) {
       if (Number(st.ctimeMs) >= started) {
         ownSocket = st.ino;
         clearInterval(spot);
+        log.info({ podSocket: paths.podSocket }, 'our agent serves the pod channel');
       }
     } catch {
       /* not yet */
     }
   }, 500);
-  const handedOver = () => ownSocket !== undefined && inodeOf(paths.podSocket) !== ownSocket;
+  // Replaced, not merely removed (an agent that stops may unlink its socket): a newer agent's.
+  const handedOver = () => {
+    const now = inodeOf(paths.podSocket);
+    return ownSocket !== undefined && now !== undefined && now !== ownSocket;
+  };
 
   let stopping;
   const stopped = new Promise((resolve) => {
@@ -275,7 +279,9 @@ async function run(argv) {
   if (!stopping && code === 0 && handedOver()) {
     // Exiting now would make the kubelet start this container again, and it would take the node back.
     log.info('handed over to a newer agent; waiting for this pod to be deleted');
+    const alive = setInterval(() => undefined, 1 << 30); // a pending promise alone keeps no process up
     await stopped;
+    clearInterval(alive);
     return 0;
   }
   if (stopping && !handedOver()) {
