@@ -137,6 +137,31 @@ export const CaTokenAuth = {
   maxTokenBytes: 16 * 1024,
 } as const;
 
+/**
+ * The controller's Kubernetes source (`weft controller --source kubernetes`): list + watch of every
+ * kind the registry knows, decoded and validated like the files of `--source dir:PATH`.
+ */
+export const KubeSourceDefaults = {
+  /** Objects per list page (`limit` + `continue`), as client-go's reflector asks. */
+  listPageSize: 500,
+  /** After a failed list or watch: the first wait, doubled per failure up to the cap. */
+  retryInitialMs: 1_000,
+  retryMaxMs: 30_000,
+  /** A watch asks the server to end it after this long, stretched by up to as much again at random
+   * (client-go: 5 to 10 minutes), so a connection that died silently cannot hold a kind forever. */
+  watchTimeoutSeconds: 300,
+  /** Changes that arrive together become one registry version after this quiet time. */
+  batchMs: 50,
+  /** Who writes weft's Events (`reportingController`) and status conditions. */
+  reportingController: 'weft.io/controller',
+  /** The status condition weft keeps on the Istio-kind objects it rejected (status False) or took back (True). */
+  conditionType: 'weft.io/Accepted',
+  /** The field manager of weft's status patches. */
+  fieldManager: 'weft-controller',
+  /** Longest Event note the API server takes (bytes). */
+  maxEventNoteBytes: 1024,
+} as const;
+
 /** Relay defaults that flags override. */
 export const RelayDefaults = {
   /** Where the relay serves the cluster-wide Observer API: loopback, as Hubble Relay's port-forward. */

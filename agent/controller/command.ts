@@ -8,8 +8,13 @@ import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { durationProblem, formatDuration, parseDurationSeconds } from '../registry/duration.js';
 
-export const CONTROLLER_USAGE = `usage: weft controller --source dir:PATH --state DIR [options]
+export const CONTROLLER_USAGE = `usage: weft controller --source (dir:PATH | kubernetes) --state DIR [options]
   --source dir:PATH          directory of Kubernetes-style YAML (workloads, services, policies), watched
+  --source kubernetes        the Kubernetes API: list + watch of namespaces, nodes, pods, services,
+                             endpoint slices and the policy kinds; rejected objects get a status
+                             condition or an Event; agents may authenticate with service-account tokens
+  --kubeconfig FILE          with --source kubernetes (default $KUBECONFIG, ~/.kube/config, or the
+                             pod's service account in a cluster)
   --state DIR                where the CA keeps its root (created on first start)
   --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${ControllerDefaults.listen})
   --trust-domain TD          SPIFFE trust domain (default ${Mesh.trustDomain})
@@ -53,6 +58,7 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       source: { type: 'string' },
+      kubeconfig: { type: 'string' },
       state: { type: 'string' },
       listen: { type: 'string', default: ControllerDefaults.listen },
       'trust-domain': { type: 'string', default: Mesh.trustDomain },
@@ -76,6 +82,7 @@ export async function controllerCommand(argv: string[]): Promise<number> {
   const log = createLogger('controller', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const controller = await Controller.start({
     source: required(values.source, '--source'),
+    ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
     stateDir: required(values.state, '--state'),
     listen: values.listen,
     trustDomain: values['trust-domain'],

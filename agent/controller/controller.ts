@@ -1,5 +1,6 @@
-// The controller process: CA (kept in --state), registry (--source dir:PATH), the gRPC server for
-// discovery and certificates, and the monitoring endpoint. Node credentials for agents are issued by
+// The controller process: CA (kept in --state), registry (--source dir:PATH, or --source kubernetes:
+// the API server through kube-source.ts), the gRPC server for discovery and certificates, and the
+// monitoring endpoint. Node credentials for agents are issued by
 // credentials.ts, their revocation is `<state>/revoked-nodes` (revocation.ts).
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { ControllerDefaults, Mesh } from '../config.js';
 import { ErrorCodes, WeftError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { NodeResource } from '../registry/types.js';
+import type { ClusterNodeResource, NodeResource } from '../registry/types.js';
 import { CertificateAuthority } from './ca.js';
 import { ControllerMetrics } from './metrics.js';
 import { MonitoringServer, type ControllerStatus } from './monitoring.js';
@@ -19,6 +20,11 @@ import { REVOKED_NODES_FILE, RevocationList } from './revocation.js';
 import { parseHostPort } from '../system/host-port.js';
 import { ControllerServer } from './server.js';
 import type { TokenAuthOptions } from './token-auth.js';
+import { KubeSource, type KubeSourceOptions } from './kube-source.js';
+import { KubernetesTokenReviewer, loadKubeConfig } from './token-review.js';
+
+/** `--source kubernetes`: the API server (kubeconfig from --kubeconfig, $KUBECONFIG, ~/.kube/config or the pod's account). */
+export const KUBERNETES_SOURCE = 'kubernetes';
 
 /** The serving certificate is issued anew on every start. */
 const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
@@ -26,8 +32,12 @@ const SERVING_CERT_TTL_SECONDS = 365 * 24 * 3600;
 export const DEFAULT_NODE_CREDENTIAL_TTL_SECONDS = ControllerDefaults.nodeCredentialTtlSeconds;
 
 export interface ControllerOptions {
-  /** `dir:PATH` */
+  /** `dir:PATH` or `kubernetes` */
   source: string;
+  /** With `kubernetes`: the kubeconfig file (else $KUBECONFIG, ~/.kube/config, or in-cluster in a pod). */
+  kubeconfig?: string;
+  /** With `kubernetes`: the source's tuning (retries, page size, batching; tests shorten them). */
+  kubeSource?: Omit<KubeSourceOptions, 'kubeConfig' | 'registry' | 'log'>;
   /** Where the CA keeps its root (created on first start). */
   stateDir: string;
   listen?: string;
@@ -40,7 +50,10 @@ export interface ControllerOptions {
   servingDns?: string[];
   /** CreateCertificate calls per node (default DEFAULT_CSR_RATE_LIMIT). */
   csrRateLimit?: RateLimit;
-  /** Agents may also authenticate with Kubernetes service-account tokens (TokenReview). */
+  /**
+   * Agents may also authenticate with Kubernetes service-account tokens (TokenReview). With the
+   * `kubernetes` source this is on by default, reviewing through the same API server.
+   */
   tokenAuth?: TokenAuthOptions;
   log: Logger;
 }
@@ -70,14 +83,19 @@ export class Controller {
     readonly server: ControllerServer,
     readonly monitoring: MonitoringServer,
     readonly revocations: RevocationList,
+    /** The Kubernetes source, when the controller reads the API server. */
+    readonly kube: KubeSource | undefined,
     private readonly info: { source: string; listen: string; rootNamespace: string; maxCertTtlSeconds: number },
   ) {}
 
   static async start(o: ControllerOptions): Promise<Controller> {
-    if (!o.source.startsWith('dir:') || o.source.length <= 'dir:'.length) {
-      throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${o.source}" (the controller reads dir:PATH)`);
+    const fromKubernetes = o.source === KUBERNETES_SOURCE;
+    if (!fromKubernetes && (!o.source.startsWith('dir:') || o.source.length <= 'dir:'.length)) {
+      throw new WeftError(ErrorCodes.USAGE, `unsupported --source "${o.source}" (the controller reads dir:PATH or ${KUBERNETES_SOURCE})`);
     }
-    const dir = o.source.slice('dir:'.length);
+    if (!fromKubernetes && o.kubeconfig !== undefined) throw new WeftError(ErrorCodes.USAGE, `--kubeconfig goes with --source ${KUBERNETES_SOURCE}`);
+    // Read before anything is created: a bad kubeconfig is a usage error, not a half-started controller.
+    const kubeConfig = fromKubernetes ? loadKubeConfig(o.kubeconfig) : undefined;
     const listen = o.listen ?? ControllerDefaults.listen;
     const trustDomain = o.trustDomain ?? Mesh.trustDomain;
     const rootNamespace = o.rootNamespace ?? Mesh.rootNamespace;
@@ -90,8 +108,12 @@ export class Controller {
     o.log.info({ trustDomain, servingIps: names.ips, servingDns: names.dnsNames }, 'certificate authority ready');
 
     const metrics = new ControllerMetrics();
-    const registry = new ConfigRegistry({ dir, log: o.log, metrics });
+    const registry = new ConfigRegistry({ ...(fromKubernetes ? {} : { dir: o.source.slice('dir:'.length) }), log: o.log, metrics });
     registry.start();
+    // The first state of the cluster, whole, before any agent can ask: a snapshot without the
+    // policies would let traffic through that they deny.
+    const kube = kubeConfig ? await KubeSource.start({ ...o.kubeSource, kubeConfig, registry, log: o.log }) : undefined;
+    const tokenAuth = o.tokenAuth ?? (kubeConfig ? { reviewer: new KubernetesTokenReviewer(kubeConfig) } : undefined);
     let server: ControllerServer | undefined;
     const revocations = new RevocationList(join(o.stateDir, REVOKED_NODES_FILE), o.log, () => server?.enforceRevocations());
     revocations.start();
@@ -107,7 +129,7 @@ export class Controller {
         log: o.log,
         revocations,
         ...(o.csrRateLimit ? { csrRateLimit: o.csrRateLimit } : {}),
-        ...(o.tokenAuth ? { tokenAuth: o.tokenAuth } : {}),
+        ...(tokenAuth ? { tokenAuth } : {}),
       });
       let controller: Controller | undefined;
       const monitoring = await MonitoringServer.start({
@@ -117,12 +139,13 @@ export class Controller {
         ready: () => controller !== undefined,
         log: o.log,
       });
-      controller = new Controller(metrics, ca, registry, server, monitoring, revocations, { source: o.source, listen, rootNamespace, maxCertTtlSeconds });
+      controller = new Controller(metrics, ca, registry, server, monitoring, revocations, kube, { source: o.source, listen, rootNamespace, maxCertTtlSeconds });
       return controller;
     } catch (err) {
       server?.close();
       revocations.close();
       registry.close();
+      await kube?.close();
       throw err;
     }
   }
@@ -140,7 +163,7 @@ export class Controller {
       registry: { version: this.registry.version, objects: resources.length, byKind },
       connectedAgents: this.server.connectedAgents(),
       nodes: resources
-        .filter((r): r is NodeResource => r.kind === 'Node')
+        .filter((r): r is NodeResource | ClusterNodeResource => r.kind === 'Node')
         .map((n) => ({ name: n.metadata.name, internalIP: n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address }))
         .sort((a, b) => a.name.localeCompare(b.name)),
       configProblems: this.registry.problems().map((p) => ({ ...p, message: formatProblem(p) })),
@@ -154,6 +177,7 @@ export class Controller {
     this.server.close();
     this.revocations.close();
     this.registry.close();
+    void this.kube?.close();
   }
 }
 

@@ -3,7 +3,10 @@
 // inside the controller (and from the controller's unit tests).
 
 // Running a controller (`weft controller`).
-export { Controller, DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, type ControllerOptions } from './controller.js';
+export { Controller, DEFAULT_NODE_CREDENTIAL_TTL_SECONDS, KUBERNETES_SOURCE, type ControllerOptions } from './controller.js';
+// The Kubernetes source (`--source kubernetes`): which kinds it reads from where, and its progress.
+export { KUBE_KINDS, type KubeKind } from './kube-decode.js';
+export { KubeSource, readableKinds, type KindStatus, type KubeSourceOptions } from './kube-source.js';
 export { DEFAULT_CSR_RATE_LIMIT, type RateLimit } from './rate-limit.js';
 export { REVOKED_NODES_FILE, appendRevocation } from './revocation.js';
 

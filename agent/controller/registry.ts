@@ -2,6 +2,9 @@
 // kept by key `Kind/namespace/name`, watched for changes. A document that fails validation is rejected
 // (logged with file:line: field: reason, counted, listed by problems()) and the last good version of
 // what its file contributed stays in force: a typo never removes a pod, a service or a policy.
+// Another source (the Kubernetes API, kube-source.ts) validates with the same parser and hands its
+// whole good state and its problems to replace(); from there the path is the same: diff, version,
+// problems logged and counted once, listeners.
 import { watch, type FSWatcher } from 'node:fs';
 import { resolve } from 'node:path';
 import { formatProblem, errorMessage, type ConfigProblem } from '../errors.js';
@@ -27,7 +30,8 @@ export interface RegistrySnapshot {
 }
 
 export interface RegistryOptions {
-  dir: string;
+  /** The directory source; without one the registry holds what its source hands to replace(). */
+  dir?: string;
   log: Logger;
   metrics?: ControllerMetrics;
   /** Quiet time after the last file event before re-reading (default 100 ms). */
@@ -37,7 +41,7 @@ export interface RegistryOptions {
 type Listener = (change: RegistryChange) => void;
 
 export class ConfigRegistry {
-  readonly dir: string;
+  readonly dir: string | undefined;
   private readonly log: Logger;
   private readonly metrics: ControllerMetrics | undefined;
   private readonly debounceMs: number;
@@ -51,14 +55,15 @@ export class ConfigRegistry {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(options: RegistryOptions) {
-    this.dir = resolve(options.dir);
+    this.dir = options.dir === undefined ? undefined : resolve(options.dir);
     this.log = options.log;
     this.metrics = options.metrics;
     this.debounceMs = options.debounceMs ?? 100;
   }
 
-  /** Reads the directory once, then watches it. */
+  /** Reads the directory once, then watches it (nothing to do without a directory). */
   start(): void {
+    if (this.dir === undefined) return;
     this.reload();
     this.watcher = watch(this.dir, () => this.scheduleReload());
     this.watcher.on('error', (err) => this.log.error({ dir: this.dir, err: errorMessage(err) }, 'watching the source directory failed'));
@@ -100,6 +105,7 @@ export class ConfigRegistry {
 
   /** Re-reads every file now (the watcher calls this after a quiet period). */
   reload(): void {
+    if (this.dir === undefined) return;
     let files: string[];
     try {
       files = yamlFilesOf(this.dir);
@@ -160,6 +166,20 @@ export class ConfigRegistry {
       }
     }
 
+    this.contributions = contributions;
+    this.commit(objects, problems, kinds);
+  }
+
+  /**
+   * Replaces everything with a source's current good objects (by resourceKey) and its current
+   * problems (`kinds`: each problem's kind, for the rejection counter). What the Kubernetes source
+   * calls after each batch of changes; a problem's object keeps its last good version in `objects`.
+   */
+  replace(objects: ReadonlyMap<string, WithSource<Resource>>, problems: readonly ConfigProblem[], kinds: ReadonlyMap<ConfigProblem, string> = new Map()): void {
+    this.commit(new Map(objects), [...problems], kinds);
+  }
+
+  private commit(objects: Map<string, WithSource<Resource>>, problems: ConfigProblem[], kinds: ReadonlyMap<ConfigProblem, string>): void {
     const upserts: Resource[] = [];
     const removals: string[] = [];
     for (const [key, r] of objects) {
@@ -178,7 +198,6 @@ export class ConfigRegistry {
     }
     const problemsChanged = before.size !== after.size || [...after].some((t) => !before.has(t));
 
-    this.contributions = contributions;
     this.objects = objects;
     this.currentProblems = problems;
     const initial = this.versionNumber === 0;

@@ -42,7 +42,7 @@ import type { RevocationList } from './revocation.js';
 import { TokenAuthenticator, type BoundPod, type RefusalReason, type TokenAuthOptions } from './token-auth.js';
 
 /** The kinds a node agent receives (LabConfig and any other kind stay in the controller). */
-export const DISCOVERY_KINDS: ReadonlySet<string> = new Set(['Namespace', 'Node', 'Pod', 'Service', 'AuthorizationPolicy', 'PeerAuthentication']);
+export const DISCOVERY_KINDS: ReadonlySet<string> = new Set(['Namespace', 'Node', 'Pod', 'Service', 'EndpointSlice', 'AuthorizationPolicy', 'PeerAuthentication']);
 const POLICY_KINDS: ReadonlySet<string> = new Set(['AuthorizationPolicy', 'PeerAuthentication']);
 /** Requests are a node name or one CSR (a few KiB at most): nothing legitimate comes near this. */
 const MAX_REQUEST_BYTES = 64 * 1024;

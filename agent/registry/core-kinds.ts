@@ -2,8 +2,14 @@
 // Service, in the shapes of types.ts. Each validator gets the document (a mapping) and its checked
 // metadata, records every problem it finds and returns the normalised resource, or undefined. Which
 // apiVersion and kind reach which validator is the table in kinds.ts.
+import { SERVICE_NAME_LABEL } from './types.js';
 import type {
+  ClusterNodeResource,
   Container,
+  EndpointConditions,
+  EndpointSliceResource,
+  SliceEndpoint,
+  SlicePort,
   ContainerPort,
   LabConfigResource,
   NamespaceResource,
@@ -34,11 +40,13 @@ import {
 
 const TOP = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
 
-export function validateNode(ctx: DocContext, raw: Record<string, Json>, meta: ObjectMeta): NodeResource | undefined {
+/** weft's lab Node (weft.io/v1alpha1: a pod CIDR is required) or a Kubernetes Node (v1: it may have none). */
+export function validateNode(ctx: DocContext, raw: Record<string, Json>, meta: ObjectMeta): NodeResource | ClusterNodeResource | undefined {
   const before = ctx.problems.length;
+  const cluster = raw.apiVersion === 'v1';
   checkObject(ctx, [], raw, TOP);
-  const spec = checkObject(ctx, ['spec'], raw.spec, ['podCIDR'], { required: true });
-  const podCIDR = spec ? checkCidr(ctx, ['spec', 'podCIDR'], spec.podCIDR, true, { maxPrefix: 30, forWhat: 'pods' }) : undefined;
+  const spec = checkObject(ctx, ['spec'], raw.spec, ['podCIDR'], { required: !cluster });
+  const podCIDR = spec ? checkCidr(ctx, ['spec', 'podCIDR'], spec.podCIDR, !cluster, { maxPrefix: 30, forWhat: 'pods' }) : undefined;
   let addresses: Array<{ type: 'InternalIP'; address: string }> | undefined;
   const status = checkObject(ctx, ['status'], raw.status, ['addresses']);
   if (status && status.addresses !== undefined) {
@@ -55,9 +63,98 @@ export function validateNode(ctx: DocContext, raw: Record<string, Json>, meta: O
       });
     }
   }
-  if (ctx.problems.length !== before || !podCIDR) return undefined;
+  if (ctx.problems.length !== before) return undefined;
+  if (cluster) {
+    const n: ClusterNodeResource = { apiVersion: 'v1', kind: 'Node', metadata: meta, spec: podCIDR ? { podCIDR } : {} };
+    if (addresses) n.status = { addresses };
+    return n;
+  }
+  if (!podCIDR) return undefined;
   const r: NodeResource = { apiVersion: 'weft.io/v1alpha1', kind: 'Node', metadata: meta, spec: { podCIDR } };
   if (addresses) r.status = { addresses };
+  return r;
+}
+
+/** discovery.k8s.io/v1 EndpointSlice: IPv4 slices of a named Service (weft's addresses are IPv4). */
+export function validateEndpointSlice(ctx: DocContext, raw: Record<string, Json>, meta: ObjectMeta): EndpointSliceResource | undefined {
+  const before = ctx.problems.length;
+  checkObject(ctx, [], raw, ['apiVersion', 'kind', 'metadata', 'addressType', 'endpoints', 'ports']);
+  const service = meta.labels?.[SERVICE_NAME_LABEL];
+  if (service === undefined) ctx.add(['metadata', 'labels'], `an EndpointSlice needs the label ${SERVICE_NAME_LABEL} naming its Service`);
+  else checkLabelName(ctx, ['metadata', 'labels', SERVICE_NAME_LABEL], service);
+  checkString(ctx, ['addressType'], raw.addressType, { required: true, oneOf: ['IPv4'] });
+  const endpoints: SliceEndpoint[] = [];
+  const eps = raw.endpoints;
+  if (eps !== undefined && eps !== null && !Array.isArray(eps)) ctx.add(['endpoints'], `must be a sequence, got ${describe(eps)}`);
+  else if (Array.isArray(eps)) {
+    eps.forEach((e, i) => {
+      const p: PathSeg[] = ['endpoints', i];
+      const o = checkObject(ctx, p, e, ['addresses', 'conditions', 'nodeName', 'targetRef'], { required: true, tolerated: ['hostname', 'zone', 'hints', 'deprecatedTopology'] });
+      if (!o) return;
+      const addrs = checkStringArray(ctx, [...p, 'addresses'], o.addresses, { required: true, nonEmpty: true });
+      const addresses: string[] = [];
+      addrs?.forEach((a, j) => {
+        const ip = checkIPv4(ctx, [...p, 'addresses', j], a, true);
+        if (ip) addresses.push(ip);
+      });
+      const ep: SliceEndpoint = { addresses };
+      const c = checkObject(ctx, [...p, 'conditions'], o.conditions, ['ready', 'serving', 'terminating']);
+      if (c) {
+        const conditions: EndpointConditions = {};
+        for (const k of ['ready', 'serving', 'terminating'] as const) {
+          const v = c[k];
+          if (v === undefined || v === null) continue;
+          if (typeof v !== 'boolean') ctx.add([...p, 'conditions', k], `must be true or false, got ${describe(v)}`);
+          else conditions[k] = v;
+        }
+        ep.conditions = conditions;
+      }
+      if (o.nodeName !== undefined && o.nodeName !== null) {
+        const n = checkSubdomainName(ctx, [...p, 'nodeName'], o.nodeName);
+        if (n) ep.nodeName = n;
+      }
+      const t = checkObject(ctx, [...p, 'targetRef'], o.targetRef, ['kind', 'namespace', 'name'], { tolerated: ['uid', 'apiVersion', 'resourceVersion', 'fieldPath'] });
+      if (t) {
+        const ref: NonNullable<SliceEndpoint['targetRef']> = {};
+        for (const k of ['kind', 'namespace', 'name'] as const) {
+          const v = t[k] === undefined ? undefined : checkString(ctx, [...p, 'targetRef', k], t[k]);
+          if (v) ref[k] = v;
+        }
+        ep.targetRef = ref;
+      }
+      endpoints.push(ep);
+    });
+  }
+  const ports: SlicePort[] = [];
+  const ps = raw.ports;
+  if (ps !== undefined && ps !== null && !Array.isArray(ps)) ctx.add(['ports'], `must be a sequence, got ${describe(ps)}`);
+  else if (Array.isArray(ps)) {
+    ps.forEach((pt, i) => {
+      const p: PathSeg[] = ['ports', i];
+      const o = checkObject(ctx, p, pt, ['name', 'port', 'protocol'], { required: true, tolerated: ['appProtocol'] });
+      if (!o) return;
+      const sp: SlicePort = {};
+      // A port's name is "" when the Service has a single unnamed port.
+      if (o.name !== undefined && o.name !== null && o.name !== '') {
+        const n = checkLabelName(ctx, [...p, 'name'], o.name);
+        if (n) sp.name = n;
+      }
+      const port = checkPort(ctx, [...p, 'port'], o.port, false);
+      if (port !== undefined) sp.port = port;
+      const protocol = o.protocol === undefined || o.protocol === null ? undefined : checkString(ctx, [...p, 'protocol'], o.protocol, { oneOf: ['TCP', 'UDP'] });
+      if (protocol) sp.protocol = protocol as 'TCP' | 'UDP';
+      ports.push(sp);
+    });
+  }
+  if (ctx.problems.length !== before) return undefined;
+  const r: EndpointSliceResource = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: meta as ObjectMeta & { namespace: string },
+    addressType: 'IPv4',
+    endpoints,
+  };
+  if (ports.length) r.ports = ports;
   return r;
 }
 
@@ -81,7 +178,7 @@ export function validatePod(ctx: DocContext, raw: Record<string, Json>, meta: Ob
   let serviceAccountName: string | undefined;
   const containers: Container[] = [];
   if (spec) {
-    nodeName = checkLabelName(ctx, ['spec', 'nodeName'], spec.nodeName);
+    nodeName = ctx.fromApi ? checkSubdomainName(ctx, ['spec', 'nodeName'], spec.nodeName) : checkLabelName(ctx, ['spec', 'nodeName'], spec.nodeName);
     if (spec.serviceAccountName !== undefined) serviceAccountName = checkSubdomainName(ctx, ['spec', 'serviceAccountName'], spec.serviceAccountName);
     const cs = spec.containers;
     if (cs === undefined || cs === null) ctx.add(['spec', 'containers'], 'required field is missing');
@@ -101,7 +198,9 @@ export function validatePod(ctx: DocContext, raw: Record<string, Json>, meta: Ob
           if (names.has(name)) ctx.add([...p, 'name'], `duplicate container name "${name}"`);
           names.add(name);
         }
-        const command = checkStringArray(ctx, [...p, 'command'], o.command, { required: true, nonEmpty: true });
+        // The lab runs a file's containers, so a file must say what to run; a pod from the API runs its
+        // image's entrypoint, which weft neither knows nor needs.
+        const command = checkStringArray(ctx, [...p, 'command'], o.command, { required: !ctx.fromApi, nonEmpty: !ctx.fromApi });
         const args = checkStringArray(ctx, [...p, 'args'], o.args);
         const ports: ContainerPort[] = [];
         if (o.ports !== undefined && o.ports !== null) {
@@ -136,8 +235,8 @@ export function validatePod(ctx: DocContext, raw: Record<string, Json>, meta: Ob
               if (en !== undefined && ev !== undefined) env.push({ name: en, value: ev });
             });
         }
-        if (name !== undefined && command !== undefined) {
-          const container: Container = { name, command: args ? [...command, ...args] : [...command] };
+        if (name !== undefined && (command !== undefined || ctx.fromApi)) {
+          const container: Container = { name, command: [...(command ?? []), ...(args ?? [])] };
           if (ports.length) container.ports = ports;
           if (env.length) container.env = env;
           containers.push(container);

@@ -3,7 +3,7 @@
 // goes through parse.ts, which looks kinds up here and nowhere else, so a kind is known wherever
 // documents are parsed, whatever else was imported. A new kind is a new row.
 import type { Resource } from './types.js';
-import { validateLabConfig, validateNamespace, validateNode, validatePod, validateService } from './core-kinds.js';
+import { validateEndpointSlice, validateLabConfig, validateNamespace, validateNode, validatePod, validateService } from './core-kinds.js';
 import { POLICY_API_VERSIONS, validateAuthorizationPolicy, validatePeerAuthentication } from './policy-kinds.js';
 import type { ObjectMeta } from './meta.js';
 import type { DocContext, Json } from './validators.js';
@@ -22,7 +22,9 @@ export const KINDS: readonly KindSpec[] = [
   { kind: 'Namespace', apiVersions: ['v1'], namespaced: false, name: 'dns1123-label', validate: validateNamespace },
   { kind: 'Pod', apiVersions: ['v1'], namespaced: true, name: 'dns1123-subdomain', validate: validatePod },
   { kind: 'Service', apiVersions: ['v1'], namespaced: true, name: 'dns1123-label', validate: validateService },
-  { kind: 'Node', apiVersions: ['weft.io/v1alpha1'], namespaced: false, name: 'dns1123-label', validate: validateNode },
+  // weft.io/v1alpha1: the lab's nodes; v1: a Kubernetes cluster's.
+  { kind: 'Node', apiVersions: ['weft.io/v1alpha1', 'v1'], namespaced: false, name: 'dns1123-label', validate: validateNode },
+  { kind: 'EndpointSlice', apiVersions: ['discovery.k8s.io/v1'], namespaced: true, name: 'dns1123-subdomain', validate: validateEndpointSlice },
   { kind: 'LabConfig', apiVersions: ['weft.io/v1alpha1'], namespaced: false, name: 'dns1123-label', validate: validateLabConfig },
   { kind: 'AuthorizationPolicy', apiVersions: POLICY_API_VERSIONS, namespaced: true, name: 'dns1123-label', validate: validateAuthorizationPolicy },
   { kind: 'PeerAuthentication', apiVersions: POLICY_API_VERSIONS, namespaced: true, name: 'dns1123-label', validate: validatePeerAuthentication },

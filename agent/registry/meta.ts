@@ -7,6 +7,8 @@ export interface ObjectMeta {
   namespace?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  /** The API server's identity of the object (kept from the Kubernetes source: a token bound to a pod names its uid). */
+  uid?: string;
 }
 
 /** Where a document came from, so every error can name file and line. */

@@ -31,8 +31,10 @@ function checkMetadata(ctx: DocContext, raw: Json, spec: KindSpec, kind: string)
     tolerated: ['uid', 'resourceVersion', 'generation', 'creationTimestamp'],
   });
   if (!m) return undefined;
+  // The API server has checked an object's name by its kind's own rule already, and some of those
+  // rules are wider than a file's (a cloud's node names are DNS subdomains such as ip-10-0-0-1.ec2.internal).
   const name =
-    spec.name === 'dns1123-subdomain' ? checkSubdomainName(ctx, ['metadata', 'name'], m.name) : checkLabelName(ctx, ['metadata', 'name'], m.name);
+    spec.name === 'dns1123-subdomain' || ctx.fromApi ? checkSubdomainName(ctx, ['metadata', 'name'], m.name) : checkLabelName(ctx, ['metadata', 'name'], m.name);
   let namespace: string | undefined;
   if (spec.namespaced) {
     namespace = m.namespace === undefined ? 'default' : checkLabelName(ctx, ['metadata', 'namespace'], m.namespace);
@@ -41,11 +43,13 @@ function checkMetadata(ctx: DocContext, raw: Json, spec: KindSpec, kind: string)
   }
   const labels = checkStringMap(ctx, ['metadata', 'labels'], m.labels, 'labels');
   const annotations = checkStringMap(ctx, ['metadata', 'annotations'], m.annotations, 'annotations');
+  const uid = m.uid === undefined ? undefined : checkString(ctx, ['metadata', 'uid'], m.uid, { maxLength: 128 });
   if (ctx.problems.length !== before || name === undefined) return undefined;
   const meta: ObjectMeta = { name };
   if (namespace !== undefined) meta.namespace = namespace;
   if (labels && Object.keys(labels).length) meta.labels = labels;
   if (annotations && Object.keys(annotations).length) meta.annotations = annotations;
+  if (uid) meta.uid = uid;
   return meta;
 }
 
@@ -132,6 +136,27 @@ export function parseDocuments(input: string, file: string): ParseResult {
     problems.length = MAX_PROBLEMS_PER_FILE;
     problems.push({ file, line: problems[problems.length - 1]!.line, field: '', reason: `${more} more problems in this file are not listed` });
   }
+  return { resources, problems };
+}
+
+/**
+ * Validates one object that is data already — what the Kubernetes source decoded from the API — with
+ * the same kinds table and validators as parseDocuments (the DocContext says it came from the API:
+ * no lines, and the kinds relax what only a file must say, such as a container's command). `origin`
+ * stands for the file in its problems (e.g. `kubernetes:AuthorizationPolicy/default/deny`).
+ */
+export function parseObject(raw: unknown, origin: string): ParseResult {
+  const problems: ConfigProblem[] = [];
+  const resources: Array<WithSource<Resource>> = [];
+  const ctx = new DocContext(origin, undefined, undefined, problems, true);
+  try {
+    const r = validateDocument(ctx, raw);
+    if (r) resources.push(r);
+  } catch (err) {
+    ctx.add([], `internal error while validating the object: ${yamlReason(err)}`);
+  }
+  const kind = isPlainObject(raw) && typeof raw.kind === 'string' && kindSpec(raw.kind) !== undefined ? raw.kind : 'unknown';
+  for (const p of problems) problemKinds.set(p, kind);
   return { resources, problems };
 }
 

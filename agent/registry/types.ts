@@ -17,6 +17,18 @@ export interface NodeResource {
   status?: { addresses?: Array<{ type: 'InternalIP'; address: string }> };
 }
 
+/**
+ * A Kubernetes Node (apiVersion v1), as the Kubernetes source decodes it: the pod CIDR when the
+ * cluster allocates one (not every network plugin does) and the InternalIP addresses.
+ */
+export interface ClusterNodeResource {
+  apiVersion: 'v1';
+  kind: 'Node';
+  metadata: ObjectMeta;
+  spec: { podCIDR?: string };
+  status?: { addresses?: Array<{ type: 'InternalIP'; address: string }> };
+}
+
 export interface NamespaceResource {
   apiVersion: 'v1';
   kind: 'Namespace';
@@ -59,6 +71,44 @@ export interface ServiceResource {
   spec: { selector?: Record<string, string>; ports: ServicePort[]; clusterIP?: string };
 }
 
+/** The label that ties an EndpointSlice to its Service (Kubernetes' own). */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface EndpointConditions {
+  /** Unset means ready (the API's rule). */
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+}
+
+export interface SliceEndpoint {
+  addresses: string[];
+  conditions?: EndpointConditions;
+  nodeName?: string;
+  targetRef?: { kind?: string; namespace?: string; name?: string };
+}
+
+export interface SlicePort {
+  name?: string;
+  /** Unset: every port (the API's rule); weft needs a number to connect to. */
+  port?: number;
+  protocol?: 'TCP' | 'UDP';
+}
+
+/**
+ * A Service's endpoints as Kubernetes publishes them (discovery.k8s.io/v1): which addresses are ready,
+ * and the port numbers behind the Service's ports (named target ports resolved per pod). When a
+ * Service has slices, they decide its endpoints instead of its selector (agent/state/cluster-state.ts).
+ */
+export interface EndpointSliceResource {
+  apiVersion: 'discovery.k8s.io/v1';
+  kind: 'EndpointSlice';
+  metadata: ObjectMeta & { namespace: string };
+  addressType: 'IPv4';
+  endpoints: SliceEndpoint[];
+  ports?: SlicePort[];
+}
+
 /** The lab-wide settings document (optional): node network, service CIDR, mesh trust domain, workload certificate lifetime. */
 export interface LabConfigResource {
   apiVersion: 'weft.io/v1alpha1';
@@ -77,6 +127,8 @@ export interface LabConfigResource {
 
 export type Resource =
   | NodeResource
+  | ClusterNodeResource
+  | EndpointSliceResource
   | NamespaceResource
   | PodResource
   | ServiceResource

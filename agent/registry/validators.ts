@@ -24,17 +24,23 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-/** One YAML document being validated: knows how to turn a field path into the line of its node. */
+/**
+ * One document being validated: a YAML document, which knows how to turn a field path into the line
+ * of its node, or an object read from the Kubernetes API (no document, no lines: line 0), which the
+ * validators take as the cluster holds it (`fromApi`: the kinds relax what only files must say).
+ */
 export class DocContext {
   constructor(
     readonly file: string,
-    readonly doc: Document.Parsed,
-    private readonly lc: LineCounter,
+    readonly doc: Document.Parsed | undefined,
+    private readonly lc: LineCounter | undefined,
     readonly problems: ConfigProblem[],
+    readonly fromApi = false,
   ) {}
 
-  /** Line (1-based) of the document's first content node. */
+  /** Line (1-based) of the document's first content node; 0 for an object from the API. */
   get startLine(): number {
+    if (!this.doc || !this.lc) return 0;
     const c = this.doc.contents;
     const off = c?.range?.[0] ?? this.doc.range?.[0] ?? 0;
     return this.lc.linePos(off).line;
@@ -45,6 +51,7 @@ export class DocContext {
    * resolves to its deepest existing ancestor (e.g. a missing required field → the parent's key line).
    */
   line(path: readonly PathSeg[], atKey = false): number {
+    if (!this.doc || !this.lc) return 0;
     let node: unknown = this.doc.contents;
     let best: number | undefined = (node as YamlNode | null)?.range?.[0];
     for (let i = 0; i < path.length; i++) {

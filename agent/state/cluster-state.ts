@@ -2,7 +2,9 @@
 // the two questions the proxy asks: "which local pods are enrolled?" and "where does this address go?".
 import {
   Annotations,
+  SERVICE_NAME_LABEL,
   isEnrolled,
+  type EndpointSliceResource,
   type NamespaceResource,
   type PodResource,
   type Resource,
@@ -74,6 +76,8 @@ export class ClusterState {
   private readonly byVip = new Map<string, ServiceEntry>();
   private readonly roundRobin = new Map<string, number>();
   private readonly namespaces = new Map<string, NamespaceResource>();
+  /** A Service's EndpointSlices (the Kubernetes source's), by service key. */
+  private readonly slices = new Map<string, EndpointSliceResource[]>();
 
   constructor(resources: readonly Resource[], settings: MeshSettings = DEFAULT_MESH_SETTINGS) {
     this.trustDomain = settings.trustDomain;
@@ -117,6 +121,13 @@ export class ClusterState {
       this.servicesByKey.set(s.key, s);
       if (s.vip) this.byVip.set(s.vip, s);
     }
+    for (const r of resources) {
+      if (r.kind !== 'EndpointSlice') continue;
+      const svc = r.metadata.labels?.[SERVICE_NAME_LABEL];
+      if (!svc) continue;
+      const key = `${r.metadata.namespace}/${svc}`;
+      this.slices.set(key, [...(this.slices.get(key) ?? []), r]);
+    }
   }
 
   /** A namespace's labels, or undefined when the namespace is unknown. */
@@ -147,8 +158,21 @@ export class ClusterState {
     return { trustDomain: this.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
   }
 
-  /** Running pods a service selects, in a stable order. */
+  /**
+   * A service's endpoints, in a stable order: when Kubernetes published EndpointSlices for it, the
+   * known workloads at their ready addresses (readiness and selector-less services are the API's to
+   * decide); otherwise the pods its selector picks that have an IP (the lab and the dir: source).
+   */
   endpoints(svc: ServiceEntry): Workload[] {
+    const slices = this.slices.get(svc.key);
+    if (slices) {
+      const found = new Map<string, Workload>();
+      for (const ip of readyAddresses(slices)) {
+        const w = this.byIp.get(ip);
+        if (w && w.namespace === svc.namespace) found.set(w.key, w);
+      }
+      return [...found.values()].sort((a, b) => a.key.localeCompare(b.key));
+    }
     const sel = Object.entries(svc.selector);
     if (sel.length === 0) return [];
     return this.workloads
@@ -173,8 +197,28 @@ export class ClusterState {
     const n = this.roundRobin.get(rrKey) ?? 0;
     this.roundRobin.set(rrKey, n + 1);
     const pod = endpoints[n % endpoints.length]!;
-    return { addr: { ip: pod.ip!, port: port.targetPort }, service: svc.key, workload: pod.key };
+    return { addr: { ip: pod.ip!, port: this.slicePort(svc, port.name, pod.ip!) ?? port.targetPort }, service: svc.key, workload: pod.key };
   }
+
+  /**
+   * The port number an EndpointSlice gives the service port `name` at `ip` (a named target port is
+   * resolved per pod by Kubernetes), or undefined without slices.
+   */
+  private slicePort(svc: ServiceEntry, name: string | undefined, ip: string): number | undefined {
+    for (const s of this.slices.get(svc.key) ?? []) {
+      if (!s.endpoints.some((e) => e.addresses.includes(ip))) continue;
+      const p = s.ports?.find((x) => (x.name ?? '') === (name ?? ''));
+      if (p?.port !== undefined) return p.port;
+    }
+    return undefined;
+  }
+}
+
+/** The addresses of ready endpoints (unset `ready` counts as ready, as the API says). */
+function readyAddresses(slices: readonly EndpointSliceResource[]): Set<string> {
+  const out = new Set<string>();
+  for (const s of slices) for (const e of s.endpoints) if (e.conditions?.ready !== false) for (const a of e.addresses) out.add(a);
+  return out;
 }
 
 // Kubernetes generates ReplicaSet hashes and pod suffixes from this alphabet (no vowels, no 0/1/3).

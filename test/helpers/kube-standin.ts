@@ -172,6 +172,8 @@ export interface StandinOptions {
   bookmarkIntervalMs?: number;
   /** More resource types to serve (served generically, like custom resources). */
   extraTypes?: readonly StandinType[];
+  /** Kinds not to serve at all (as a cluster without their CRDs: 404). */
+  omitKinds?: readonly string[];
   /** Authorization; default: every authenticated user may do everything. */
   authorize?: (a: AuthorizationAttributes) => boolean;
 }
@@ -439,7 +441,7 @@ export class KubeStandin extends EventEmitter {
     this.port = options.port ?? 0;
     this.bookmarkIntervalMs = options.bookmarkIntervalMs ?? 60_000;
     this.authorize = options.authorize;
-    this.types = [...STANDIN_TYPES, ...(options.extraTypes ?? [])];
+    this.types = [...STANDIN_TYPES, ...(options.extraTypes ?? [])].filter((t) => !options.omitKinds?.includes(t.kind));
     for (const t of this.types) if (!t.createOnly) this.store.set(typeKeyOf(t), new Map());
     this.creds = makeCredentials(this.host);
     this.caPem = this.creds.caPem;
