@@ -1,15 +1,15 @@
 // The lab's topology: the fabric bridge, the nodes (netns, routes, cgroups), and the reconcile of a
-// model into pods (netns, veth, cgroup, the pod channel call to the node's agent), services (VIPs,
-// DNS, the load balancer's map) and the resources file the controller reads. Used by up and apply.
+// model into pods (netns, veth, cgroup, then weft-cni run as the node's container runtime would run
+// it), services (VIPs, DNS, the load balancer's map) and the resources file the controller reads.
+// Used by up and apply.
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
-import { podChannelRequest, toRequest, type LocalPod } from '../node/index.js';
+import { CniDefaults } from '../config.js';
 import { mustParseIPv4Cidr, nthAddress } from '../net/address.js';
 import { resourceKey, stripSource } from '../registry/parse.js';
 import {
-  Annotations,
   type NamespaceResource,
   type NodeResource,
   type PodResource,
@@ -17,6 +17,7 @@ import {
   type ServiceResource,
   type WithSource,
 } from '../registry/types.js';
+import { execCniPlugin, pluginStdin, requireWeftCni, weftCniPluginConf, type CniCommand, type CniOutcome, type CniRuntimeConf } from '../system/cni.js';
 import { cgroup2Root, ensureBpffs } from '../system/mounts.js';
 import { writeApplied } from './applied.js';
 import { loadLb, syncLbMap, type LbEntry } from './lb.js';
@@ -26,6 +27,7 @@ import { NETNS_DIR, type LabNames } from './names.js';
 import {
   addNodeRoute,
   addressOf,
+  bridgeMac,
   configureNode,
   configurePod,
   createFabric,
@@ -39,7 +41,7 @@ import {
   resolvConf,
   writePodDns,
 } from './net.js';
-import { journal, mkCgroup, podKey, writeState, type LabState, type PodState } from './state.js';
+import { journal, mkCgroup, podKey, writeState, type LabState, type NodeState, type PodState } from './state.js';
 import { killPodProcesses, startPodContainers, waitContainersListening } from './supervision.js';
 import { pidAlive, rmdirCgroupTree } from './sys.js';
 
@@ -128,7 +130,7 @@ export async function reconcile(state: LabState, names: LabNames, model: LabMode
     }
     const cwd = dirname(sources.get(key) ?? pod.source.file);
     if (!ps) {
-      ps = await createPod(state, names, model, pod, cwd);
+      ps = await createPod(state, names, pod, cwd);
     } else if (sources.has(key)) {
       ps.cwd = cwd;
     }
@@ -215,7 +217,7 @@ function lbEntries(state: LabState, model: LabModel): LbEntry[] {
   return entries;
 }
 
-async function createPod(state: LabState, names: LabNames, model: LabModel, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
+async function createPod(state: LabState, names: LabNames, pod: WithSource<PodResource>, cwd: string): Promise<PodState> {
   const key = podKey(pod.metadata.namespace, pod.metadata.name);
   const node = state.nodes[pod.spec.nodeName];
   if (!node) throw new WeftError(ErrorCodes.LAB, `pod ${key}: node ${pod.spec.nodeName} does not exist`);
@@ -244,13 +246,21 @@ async function createPod(state: LabState, names: LabNames, model: LabModel, pod:
   await configurePod({ netns, nodeNetns: node.netns, peer: ps.peer, ip: podIP, prefix: mustParseIPv4Cidr(node.podCIDR).prefix, gateway: node.gateway });
   writeState(state);
   log.info({ pod: key, node: node.name, ip: podIP }, 'pod network ready');
-  // The runtime's CNI call, before any container runs: the agent attaches capture, or says no.
-  if (state.agents && node.agentPid !== undefined && pidAlive(node.agentPid)) {
-    const nsLabels = model.namespaces.get(pod.metadata.namespace)?.metadata.labels ?? {};
-    const local: LocalPod = { namespace: ps.namespace, name: ps.name, containerId: `lab-${state.name}-${index}`, netns: ps.netnsPath, ips: [podIP], labels: pod.metadata.labels ?? {}, namespaceLabels: nsLabels };
-    const r = await podChannelRequest(names.podSocket(node.name), 'add', toRequest(local));
-    if (r.status !== 200) throw new WeftError(ErrorCodes.LAB, `pod ${key}: the agent of node ${node.name} refused it: ${String(r.body.error)}`);
-    log.info({ pod: key, capture: r.body.state }, 'pod handed to its node agent');
+  // The runtime's CNI ADD, before any container runs: weft-cni hands the pod to the node's agent,
+  // which attaches capture before answering — or fails closed, and the pod does not start.
+  if (state.agents) {
+    const add = await runWeftCni(state, names, node, ps, 'ADD');
+    if (add.error) {
+      // What a runtime does with a failed ADD: DEL, and the sandbox goes.
+      await runWeftCni(state, names, node, ps, 'DEL').catch((err: unknown) => log.warn({ pod: key, err: errorMessage(err) }, 'weft-cni DEL after a failed ADD'));
+      await killPodProcesses(ps);
+      await deleteNetns(ps.netns);
+      rmdirCgroupTree(ps.cgroup);
+      delete state.pods[key];
+      writeState(state);
+      throw new WeftError(ErrorCodes.AGENT, `pod ${key}: weft-cni (CNI ADD) failed with code ${add.error.code}: ${add.error.msg}${add.error.details ? `: ${add.error.details}` : ''}`);
+    }
+    log.info({ pod: key, plugin: lastLine(add.stderr) }, 'pod handed to its node agent by weft-cni');
   }
   return ps;
 }
@@ -258,15 +268,71 @@ async function createPod(state: LabState, names: LabNames, model: LabModel, pod:
 async function destroyPod(state: LabState, names: LabNames, ps: PodState): Promise<void> {
   await killPodProcesses(ps);
   const node = state.nodes[ps.node];
-  if (node?.agentPid !== undefined && pidAlive(node.agentPid)) {
-    await podChannelRequest(names.podSocket(node.name), 'del', { podNamespace: ps.namespace, podName: ps.name, containerId: `lab-${state.name}-${ps.index}` }).catch((err: unknown) =>
-      log.warn({ pod: `${ps.namespace}/${ps.name}`, err: errorMessage(err) }, 'the node agent did not take the pod deletion'),
-    );
+  if (state.agents && node) {
+    // CNI DEL succeeds even with the agent down (the plugin says so on stderr; the agent reconciles).
+    const del = await runWeftCni(state, names, node, ps, 'DEL').catch((err: unknown): CniOutcome | undefined => {
+      log.warn({ pod: `${ps.namespace}/${ps.name}`, err: errorMessage(err) }, 'weft-cni DEL could not run');
+      return undefined;
+    });
+    if (del?.error) log.warn({ pod: `${ps.namespace}/${ps.name}`, code: del.error.code, msg: del.error.msg, details: del.error.details }, 'weft-cni DEL failed');
   }
   await deleteNetns(ps.netns);
   rmSync(etcNetnsDir(ps.netns), { recursive: true, force: true });
   rmdirCgroupTree(ps.cgroup);
   writeState(state);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab as its nodes' container runtime: the network is one conflist per node — the lab's own pod
+// network (veth into cni0, the address; net.ts) playing the primary plugin, then weft-cni — and each
+// pod is one attachment (sandbox id, netns, eth0, its name in CNI_ARGS), as kubelet and containerd
+// pass them. weft-cni is the real binary a node runs, configured with this node's pod channel.
+
+/** The sandbox id of a lab pod: stable for the pod's life, unique in the lab. */
+function sandboxId(state: LabState, ps: PodState): string {
+  return `lab-${state.name}-${ps.index}`;
+}
+
+function podAttachment(state: LabState, ps: PodState, plugin: string): CniRuntimeConf {
+  const id = sandboxId(state, ps);
+  return {
+    containerId: id,
+    netns: ps.netnsPath,
+    ifName: CniDefaults.ifName,
+    args: [
+      ['IgnoreUnknown', '1'],
+      ['K8S_POD_NAMESPACE', ps.namespace],
+      ['K8S_POD_NAME', ps.name],
+      ['K8S_POD_INFRA_CONTAINER_ID', id],
+    ],
+    path: [dirname(plugin)],
+  };
+}
+
+/** What the lab's pod network did for the pod, as the bridge plugin reports it: the result weft-cni gets as prevResult. */
+function podNetworkResult(node: NodeState, ps: PodState): Record<string, unknown> {
+  return {
+    cniVersion: CniDefaults.cniVersion,
+    interfaces: [{ name: 'cni0', mac: bridgeMac(node.gateway) }, { name: ps.peer }, { name: CniDefaults.ifName, sandbox: ps.netnsPath }],
+    ips: [{ address: `${ps.ip}/${mustParseIPv4Cidr(node.podCIDR).prefix}`, gateway: node.gateway, interface: 2 }],
+    routes: [{ dst: '0.0.0.0/0', gw: node.gateway }],
+  };
+}
+
+/** Run weft-cni for one pod: ADD and DEL as a runtime does (prevResult on both: the ADD's result). */
+function runWeftCni(state: LabState, names: LabNames, node: NodeState, ps: PodState, command: Extract<CniCommand, 'ADD' | 'DEL'>): Promise<CniOutcome> {
+  const plugin = requireWeftCni();
+  const list = { cniVersion: CniDefaults.cniVersion, name: `weft-lab-${state.name}` };
+  const conf = weftCniPluginConf({ podSocket: names.podSocket(node.name) });
+  const stdin = pluginStdin(list, conf, podNetworkResult(node, ps));
+  // The plugin bounds its own wait for the agent; this only guards against a plugin that hangs.
+  return execCniPlugin(plugin, command, podAttachment(state, ps, plugin), stdin, CniDefaults.addTimeoutMs + CNI_EXEC_MARGIN_MS);
+}
+
+const CNI_EXEC_MARGIN_MS = 5000;
+
+function lastLine(text: string): string {
+  return text.trim().split('\n').pop() ?? '';
 }
 
 /** `<state>/resources/lab.yaml`: what a cluster's API server would hold (status filled in). Atomic rewrite. */
@@ -286,7 +352,6 @@ function writeResources(state: LabState, names: LabNames, model: LabModel): void
     const base = stripSource(p);
     const pod: PodResource = {
       ...base,
-      metadata: { ...base.metadata, annotations: { ...base.metadata.annotations, [Annotations.netns]: ps.netnsPath, [Annotations.cgroup]: ps.cgroup } },
       status: { podIP: ps.ip, hostIP: node.ip, phase: 'Running' },
     };
     docs.push(pod);

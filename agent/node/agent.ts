@@ -7,7 +7,7 @@ import { CaptureDatapath } from '../datapath/capture.js';
 import { CaptureEventStream } from '../datapath/events.js';
 import { ErrorCodes, WeftError, errorMessage } from '../errors.js';
 import { IdentityManager } from '../identity/manager.js';
-import { cgroupId, ownCgroupPath } from '../system/mounts.js';
+import { cgroup2Root, cgroupId, ownCgroupPath } from '../system/mounts.js';
 import { releaseMemory } from '../system/memory.js';
 import type { Logger } from '../log.js';
 import { AdminServer, ReadinessServer } from '../metrics/admin-server.js';
@@ -23,12 +23,14 @@ import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { MetricsServer } from '../metrics/metrics-server.js';
 import { PodProxy, type EnrolledWorkload, type ListenerFds } from '../ztunnel/pod-proxy.js';
 import { awaitHandover, sendHandover } from './handover.js';
-import { closeSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { TransparentRouting } from '../ztunnel/inpod-routing.js';
 import { formatFastPaths, parseFastPaths, type FastPaths } from '../ztunnel/fast-paths.js';
 import type { ResourceSource, SourceUpdate } from './sources.js';
-import { LocalPodStore, PodChannel, podChannelRequest, podKeyOf, type CaptureState, type LocalPod } from './pod-channel.js';
-import { enrolledByLabels } from '../registry/types.js';
+import { LocalPodStore, PodChannel, podChannelRequest, podKeyOf, type CaptureState, type CheckState, type LocalPod, type PodRef } from './pod-channel.js';
+import { scanPods, type PodCgroupIdentity } from './pod-scan.js';
+import { NodePaths } from '../config.js';
+import { enrolledByLabels, type Resource } from '../registry/types.js';
 import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import { EnrollState } from '../datapath/layout.js';
@@ -62,6 +64,9 @@ export interface AgentOptions {
   podSocket: string;
   /** An upgrade: take the listening sockets over from the agent running now (it then drains). */
   takeover?: boolean;
+  /** Where the start-up scan for running pods looks (pod-scan.ts); NodePaths' by default. */
+  procDir?: string;
+  netnsDir?: string;
   version: string;
   log: Logger;
 }
@@ -95,6 +100,13 @@ async function whenPortFree(bind: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The container id of a pod found by the start-up scan: no runtime named it, any sandbox's DEL is its. */
+const SCANNED_PREFIX = 'proc-';
+
+function sameSandbox(held: LocalPod, containerId: string): boolean {
+  return held.containerId === containerId || held.containerId.startsWith(SCANNED_PREFIX);
+}
+
 function closeFd(fd: number): void {
   try {
     closeSync(fd);
@@ -124,6 +136,8 @@ export class NodeAgent {
   private readonly podStore: LocalPodStore;
   private readonly podChannel: PodChannel;
   private configProblems: string[] = [];
+  /** The source's last resources: the start-up scan finds pods by uid in them. */
+  private resources: readonly Resource[] = [];
   /** `ns/sa` of the local service accounts whose certificates we keep. */
   private accounts = new Set<string>();
   private synced = false;
@@ -166,7 +180,10 @@ export class NodeAgent {
     });
     this.metricsServer = new MetricsServer(this.metrics);
     this.podStore = new LocalPodStore(join(options.stateDir, 'pods'));
-    this.podChannel = new PodChannel({ add: (pod) => this.addPod(pod), del: (key) => this.deletePod(key), handOver: (path) => this.handOver(path) }, options.log);
+    this.podChannel = new PodChannel(
+      { add: (pod) => this.addPod(pod), del: (key) => this.deletePod(key), check: (key) => this.checkPod(key), handOver: (path) => this.handOver(path) },
+      options.log,
+    );
     this.readiness = new ReadinessServer(() => this.readyState());
     this.admin = new AdminServer({
       '/config_dump': () => this.configDump(),
@@ -239,6 +256,8 @@ export class NodeAgent {
     this.housekeeping = setInterval(() => this.refreshGauges(), LOST_EVENTS_POLL_MS);
     this.housekeeping.unref();
     await sync;
+    // Pods that ran before this agent (or whose ADD no agent took), before stale capture is dropped.
+    this.adoptRunningPods();
     this.synced = true;
     this.removeStaleCapture();
     await Promise.allSettled([...this.starting.values()]);
@@ -274,6 +293,7 @@ export class NodeAgent {
       }
     }
     this.configProblems = u.problems;
+    this.resources = u.resources;
     // An update means the controller (and its CA) answers: identities backing off try again now.
     this.identities.retryNow();
     this.state = new ClusterState(u.resources, {
@@ -300,12 +320,71 @@ export class NodeAgent {
   }
 
   /** Pod channel DEL: idempotent, as CNI wants it. */
-  private async deletePod(p: { namespace: string; name: string }): Promise<void> {
+  private async deletePod(p: PodRef): Promise<void> {
     const key = podKeyOf(p);
+    const held = this.localPods.get(key);
+    // The DEL of a pod's earlier sandbox may come after the ADD of its new one: it is not this pod's.
+    if (held && !sameSandbox(held, p.containerId)) {
+      this.options.log.info({ pod: key, containerId: p.containerId, held: held.containerId }, 'DEL of another sandbox of the pod ignored');
+      return;
+    }
     this.localPods.delete(key);
     this.podStore.remove(key);
     this.reconcile();
     this.options.log.info({ pod: key }, 'pod deleted by the runtime');
+  }
+
+  /** Pod channel CHECK: does this agent hold that sandbox of the pod, and in which state. */
+  private checkPod(p: PodRef): CheckState {
+    const key = podKeyOf(p);
+    const held = this.localPods.get(key);
+    if (!held || !sameSandbox(held, p.containerId)) return 'UNKNOWN';
+    if (this.decisions.get(key)?.kind === 'release') return 'NOT_ENROLLED';
+    return this.proxies.has(key) ? 'READY' : 'PENDING';
+  }
+
+  /**
+   * Pods of this node the runtime never told this agent about, from the kernel (pod-scan.ts): each
+   * one the cluster state places on this node, with an address, becomes a local pod as if its ADD
+   * had come. Its netns is the runtime's pin of the namespace the kernel shows its processes in.
+   */
+  private adoptRunningPods(): void {
+    const { log, node } = this.options;
+    let found;
+    try {
+      found = scanPods({
+        procDir: this.options.procDir ?? NodePaths.procDir,
+        netnsDir: this.options.netnsDir ?? NodePaths.netnsDir,
+        cgroupRoot: cgroup2Root(),
+        labPodsCgroup: join(this.options.cgroup, 'pods'),
+      });
+    } catch (err) {
+      log.error({ err: errorMessage(err) }, 'could not scan for running pods');
+      return;
+    }
+    for (const s of found.skipped) log.info({ inode: String(s.inode), pids: s.pids.slice(0, 8), why: s.why }, 'running pod netns left alone');
+    const byUid = new Map<string, string>();
+    for (const r of this.resources) {
+      const uid: unknown = r.kind === 'Pod' ? (r.metadata as { uid?: unknown }).uid : undefined;
+      if (typeof uid === 'string') byUid.set(uid, `${r.metadata.namespace}/${r.metadata.name}`);
+    }
+    const keyOf = (id: PodCgroupIdentity): string | undefined => (id.kind === 'uid' ? byUid.get(id.uid) : `${id.namespace}/${id.name}`);
+    let adopted = 0;
+    for (const p of found.pods) {
+      const key = keyOf(p.identity);
+      if (!key || this.localPods.has(key)) continue;
+      const w = this.state.workloadByKey(key);
+      if (!w || w.node !== node || !w.ip) {
+        log.info({ pod: key, netns: p.netns }, 'running pod not placed on this node by the cluster state: left alone');
+        continue;
+      }
+      const pod: LocalPod = { namespace: w.namespace, name: w.name, containerId: `${SCANNED_PREFIX}${p.inode}`, netns: p.netns, ips: [w.ip] };
+      this.podStore.save(pod);
+      this.localPods.set(key, pod);
+      adopted++;
+      log.info({ pod: key, netns: p.netns, ip: w.ip, pids: p.pids.slice(0, 8) }, 'running pod found from the kernel');
+    }
+    if (adopted) this.reconcile();
   }
 
   /** What to do with a pod of this node, from the latest cluster state and the runtime's labels. */
@@ -354,6 +433,13 @@ export class NodeAgent {
    */
   private reconcile(): void {
     const { log } = this.options;
+    // A pod whose netns is gone ended while no agent ran (its CNI DEL found none): it leaves.
+    for (const [key, pod] of this.localPods) {
+      if (existsSync(pod.netns)) continue;
+      this.localPods.delete(key);
+      this.podStore.remove(key);
+      log.info({ pod: key, netns: pod.netns }, 'pod gone (its netns no longer exists): forgotten');
+    }
     this.decisions = new Map([...this.localPods].map(([key, pod]) => [key, this.decide(pod)]));
     for (const key of this.failed.keys()) if (!this.localPods.has(key)) this.failed.delete(key);
     const want = new Map<string, EnrolledWorkload>();

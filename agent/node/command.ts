@@ -34,6 +34,8 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --bpffs DIR                   pin directory (default ${NodePaths.bpffs})
   --state-dir DIR               the agent's own state: this node's pods, kept across restarts (default ${NodePaths.agentStateDir})
   --pod-socket PATH             the pod channel the CNI plugin calls (default ${NodePaths.podSocket})
+  --proc-dir DIR                the host's /proc, where the start-up scan finds running pods (default ${NodePaths.procDir})
+  --netns-dir DIR               where runtimes pin pod network namespaces (default ${NodePaths.netnsDir})
   --takeover                    upgrade: take the listening sockets over from the running agent, which drains
   --drain-seconds N             after handing over, wait this long for live connections to end (default ${AgentDefaults.drainSeconds})
   --readiness-port N            default ${Ports.readiness} (GET /healthz/ready)
@@ -100,6 +102,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
       bpffs: { type: 'string', default: NodePaths.bpffs },
       'state-dir': { type: 'string', default: NodePaths.agentStateDir },
       'pod-socket': { type: 'string', default: NodePaths.podSocket },
+      'proc-dir': { type: 'string', default: NodePaths.procDir },
+      'netns-dir': { type: 'string', default: NodePaths.netnsDir },
       takeover: { type: 'boolean', default: false },
       'drain-seconds': { type: 'string', default: String(AgentDefaults.drainSeconds) },
       'readiness-port': { type: 'string' },
@@ -165,6 +169,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     bpffs: values.bpffs,
     stateDir: values['state-dir'],
     podSocket: values['pod-socket'],
+    procDir: values['proc-dir'],
+    netnsDir: values['netns-dir'],
     takeover: values.takeover,
     readinessPort: port(values['readiness-port'], Ports.readiness, '--readiness-port'),
     adminPort: port(values['admin-port'], Ports.admin, '--admin-port'),

@@ -6,11 +6,13 @@
 //
 //   POST /v1/cni/add   {containerId, netns, podNamespace, podName, ips, labels?, namespaceLabels?}
 //   POST /v1/cni/del   {containerId, podNamespace, podName}
+//   POST /v1/cni/check {containerId, podNamespace, podName} → {state}, or UNKNOWN when this agent
+//                      does not hold that sandbox of the pod (the plugin's CHECK)
 //   POST /v1/handover  {path}: a new agent (an upgrade) asks this one for its listening sockets,
 //                      sent to the unix socket at `path` (agent/node/handover.ts)
 //
-// The network namespace the privileged agent enters comes from here (the runtime) only, never from
-// an object a tenant can write. Served on a unix socket that only root can reach. Every pod is kept
+// The network namespace the privileged agent enters comes from here (the runtime) or from the kernel
+// (pod-scan.ts, at start), never from an object a tenant can write. Served on a unix socket that only root can reach. Every pod is kept
 // as one small file in the agent's state directory, so a restarted agent knows its pods at once.
 import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -33,16 +35,20 @@ export interface LocalPod {
 }
 
 export type CaptureState = 'READY' | 'PENDING' | 'NOT_ENROLLED';
+/** CHECK's answer: the pod's state, or UNKNOWN when the agent does not hold that sandbox of it. */
+export type CheckState = CaptureState | 'UNKNOWN';
+export type PodRef = { namespace: string; name: string; containerId: string };
 
 export interface PodChannelHandlers {
   /** Attach capture (or decide the pod is not enrolled) and resolve with the state it is in. */
   add(pod: LocalPod): Promise<CaptureState>;
-  del(key: { namespace: string; name: string; containerId: string }): Promise<void>;
+  del(key: PodRef): Promise<void>;
+  check(key: PodRef): CheckState;
   handOver(path: string): Promise<{ pods: number }>;
 }
 
 const MAX_BODY = 64 * 1024;
-const ROUTES = new Set(['/v1/cni/add', '/v1/cni/del', '/v1/handover']);
+const ROUTES = new Set(['/v1/cni/add', '/v1/cni/del', '/v1/cni/check', '/v1/handover']);
 const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 export const podKeyOf = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;
@@ -73,7 +79,7 @@ export function parseAdd(body: unknown): LocalPod {
   return pod;
 }
 
-function parseDel(body: unknown): { namespace: string; name: string; containerId: string } {
+function parseDel(body: unknown): PodRef {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new WeftError(ErrorCodes.USAGE, 'the request body must be a JSON object');
   const b = body as Record<string, unknown>;
   return {
@@ -158,6 +164,7 @@ export class PodChannel {
         const state = await this.handlers.add(pod);
         return reply(200, { state });
       }
+      if (req.url === '/v1/cni/check') return reply(200, { state: this.handlers.check(parseDel(body)) });
       if (req.url === '/v1/handover') {
         const path = (body as { path?: unknown } | null)?.path;
         if (typeof path !== 'string' || !path.startsWith('/')) throw new WeftError(ErrorCodes.USAGE, 'path: an absolute path');
@@ -216,7 +223,7 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 }
 
 /** Send one request to an agent's pod channel (the lab and tests; the CNI plugin speaks the same). */
-export function podChannelRequest(socketPath: string, op: 'add' | 'del' | 'handover', body: Record<string, unknown>, timeoutMs = 30_000): Promise<{ status: number; body: Record<string, unknown> }> {
+export function podChannelRequest(socketPath: string, op: 'add' | 'del' | 'check' | 'handover', body: Record<string, unknown>, timeoutMs = 30_000): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body);
     const req = http.request(
