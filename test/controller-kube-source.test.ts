@@ -10,9 +10,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import { ControllerClient, type DiscoveryState } from '../agent/controller/client.js';
 import { Controller } from '../agent/controller/controller.js';
-import { readableKinds } from '../agent/controller/kube-source.js';
+import { KubeSource, readableKinds } from '../agent/controller/kube-source.js';
+import { ConfigRegistry } from '../agent/controller/registry.js';
+import { parseDocuments } from '../agent/registry/parse.js';
 import { microTime } from '../agent/controller/kube-report.js';
 import { createLogger } from '../agent/log.js';
 import type { EndpointSliceResource, PodResource, Resource } from '../agent/registry/types.js';
@@ -486,4 +489,62 @@ test('KUBECONFIG is read when --kubeconfig is not given; --kubeconfig with a dir
     Controller.start({ source: 'kubernetes', kubeconfig: join(tmp, 'no-such-kubeconfig'), stateDir: join(tmp, 'state-y'), listen: '127.0.0.1:0', monitoring: '127.0.0.1:0', log }),
     (err: Error & { code?: string }) => err.code === 'WEFT_ERR_USAGE' && /--kubeconfig/.test(err.message),
   );
+});
+
+test('nothing reaches the registry before every kind is listed: pods never arrive without their policies', async () => {
+  let allowPolicies = false;
+  const guarded = await KubeStandin.start({ authorize: (a) => allowPolicies || a.resource !== 'authorizationpolicies' });
+  const registry = new ConfigRegistry({ log });
+  let source: KubeSource | undefined;
+  try {
+    guarded.put(ns('guarded'));
+    guarded.put({ ...pod('p'), metadata: { ...pod('p').metadata, namespace: 'guarded' } });
+    guarded.put({ ...authz('deny', 'DENY'), metadata: { name: 'deny', namespace: 'guarded' } });
+    const kc = new KubeConfig();
+    kc.loadFromFile(guarded.writeKubeconfig());
+    const started = KubeSource.start({ kubeConfig: kc, registry, log, ...FAST });
+    // The policies are refused twice (403), while every other kind has been listed.
+    let refusals = 0;
+    await guarded.waitForRequest((r) => r.path === '/apis/security.istio.io/v1/authorizationpolicies' && r.status === 403 && ++refusals >= 2);
+    await guarded.waitForRequest((r) => r.path === '/api/v1/pods' && r.status === 200);
+    assert.equal(registry.version, 0, 'nothing published yet');
+    assert.deepEqual(registry.resources(), []);
+    allowPolicies = true;
+    source = await started;
+    const keys = registry.resources().map(keyOf).sort();
+    assert.deepEqual(keys, ['AuthorizationPolicy/guarded/deny', 'Namespace/guarded', 'Pod/guarded/p']);
+    assert.equal(registry.version, 1, 'one first version, whole');
+  } finally {
+    await source?.close();
+    registry.close();
+    await guarded.close();
+  }
+});
+
+test('files take the same kinds: an EndpointSlice and a v1 Node from a directory, checked by the same validators', () => {
+  const ok = parseDocuments(
+    [
+      'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints: [{addresses: [10.1.0.5], conditions: {ready: true}}]\nports: [{name: http, port: 8080, protocol: TCP}]\n',
+      'apiVersion: v1\nkind: Node\nmetadata: {name: worker}\nspec: {}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.3}]}\n',
+    ].join('---\n'),
+    'cluster.yaml',
+  );
+  assert.deepEqual(ok.problems, []);
+  assert.deepEqual(ok.resources.map((r) => r.kind), ['EndpointSlice', 'Node']);
+  const bad = parseDocuments(
+    'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-2, namespace: shop}\naddressType: IPv6\nendpoints: [{addresses: [not-an-ip], conditions: {ready: "yes"}}]\n',
+    'bad.yaml',
+  );
+  assert.deepEqual(
+    bad.problems.map((p) => `${p.line}: ${p.field}: ${p.reason}`),
+    [
+      '3: metadata.labels: an EndpointSlice needs the label kubernetes.io/service-name naming its Service',
+      '4: addressType: "IPv6" is not one of IPv4',
+      '5: endpoints[0].addresses[0]: "not-an-ip" is not an IPv4 address',
+      '5: endpoints[0].conditions.ready: must be true or false, got the string "yes"',
+    ],
+  );
+  // The lab's own Node still needs its pod CIDR.
+  const lab = parseDocuments('apiVersion: weft.io/v1alpha1\nkind: Node\nmetadata: {name: n}\nspec: {}\n', 'lab.yaml');
+  assert.equal(lab.problems[0]?.field, 'spec.podCIDR');
 });

@@ -93,7 +93,8 @@ export function readableKinds(): KubeKind[] {
 class SourceWatch extends Watch {
   constructor(
     kc: KubeConfig,
-    private readonly onStart: () => Promise<void>,
+    /** Resolves false when no watch should start (the source was closed meanwhile). */
+    private readonly onStart: () => Promise<boolean>,
     private readonly onEvent: (phase: string, obj: unknown) => void,
     private readonly timeoutSeconds: number,
   ) {
@@ -106,7 +107,7 @@ class SourceWatch extends Watch {
     callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
     done: (err: unknown) => void,
   ): Promise<AbortController> {
-    await this.onStart();
+    if (!(await this.onStart())) return new AbortController();
     const timeout = Math.round(this.timeoutSeconds * (1 + Math.random()));
     return super.watch(
       path,
@@ -247,16 +248,19 @@ export class KubeSource extends EventEmitter {
     return { apiVersion: apiVersionOf(s.k), kind: `${s.k.kind}List`, metadata: { resourceVersion }, items };
   }
 
-  private async beforeWatch(s: KindState): Promise<void> {
+  private async beforeWatch(s: KindState): Promise<boolean> {
+    if (this.closed) return false;
     const now = Date.now();
     // A watch the server ended at once without a single event is a server in trouble: back off.
     if (s.watchStartedAt && !s.watchProductive && now - s.watchStartedAt < this.retryInitialMs) {
       s.quickEnds++;
       await new Promise((resolve) => setTimeout(resolve, this.delay(s.quickEnds)));
     } else s.quickEnds = 0;
+    if (this.closed) return false;
     s.watchStartedAt = Date.now();
     s.watchProductive = false;
     s.status.watches++;
+    return true;
   }
 
   private onWatchEvent(s: KindState, phase: string, obj: unknown): void {
