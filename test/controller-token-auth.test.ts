@@ -21,6 +21,7 @@ import { pino, type Logger } from 'pino';
 import { CaTokenAuth } from '../agent/config.js';
 import { CertificateAuthority, type IssuedCredential } from '../agent/controller/ca.js';
 import { ControllerCallError, ControllerClient } from '../agent/controller/client.js';
+import { Controller } from '../agent/controller/controller.js';
 import { ControllerMetrics } from '../agent/controller/metrics.js';
 import { controllerProtos } from '../agent/controller/proto.js';
 import type { RegistryChange } from '../agent/controller/registry.js';
@@ -31,7 +32,7 @@ import { BoundTokenExtra, KubernetesTokenReviewer, loadKubeConfig, type TokenRev
 import { createKeyAndCsr } from '../agent/identity/csr.js';
 import { agentCommand } from '../agent/node/command.js';
 import type { PodResource, Resource } from '../agent/registry/types.js';
-import { KubeStandin, STANDIN_API_AUDIENCE, type AuthorizationAttributes } from './helpers/kube-standin.js';
+import { KubeStandin, STANDIN_API_AUDIENCE, type AuthorizationAttributes, type KubeObject } from './helpers/kube-standin.js';
 
 const TD = 'cluster.local';
 const AGENT_SA = CaTokenAuth.agentServiceAccount;
@@ -198,8 +199,8 @@ interface Outcome {
   details: string;
 }
 
-function channel(address: string, cert?: IssuedCredential): grpc.Client {
-  const creds = grpc.credentials.createSsl(Buffer.from(ca.rootCertPem), cert ? Buffer.from(cert.keyPem) : null, cert ? Buffer.from(cert.certPem) : null);
+function channel(address: string, cert?: IssuedCredential, rootPem = ca.rootCertPem): grpc.Client {
+  const creds = grpc.credentials.createSsl(Buffer.from(rootPem), cert ? Buffer.from(cert.keyPem) : null, cert ? Buffer.from(cert.certPem) : null);
   const client = new grpc.Client(address, creds);
   closers.push(() => client.close());
   return client;
@@ -231,9 +232,13 @@ function rawCsr(address: string, csr: string, o: { auth?: string | string[]; cer
 }
 
 /** A discovery stream opened by hand; `status` resolves when it ends. */
-function rawStream(address: string, node: string, o: { auth?: string; cert?: IssuedCredential } = {}): { firstUpdate: Promise<boolean>; status: Promise<grpc.StatusObject>; cancel(): void } {
+function rawStream(
+  address: string,
+  node: string,
+  o: { auth?: string; cert?: IssuedCredential; rootPem?: string } = {},
+): { firstUpdate: Promise<boolean>; status: Promise<grpc.StatusObject>; cancel(): void } {
   const { stream } = controllerProtos();
-  const client = channel(address, o.cert);
+  const client = channel(address, o.cert, o.rootPem);
   const call = client.makeServerStreamRequest(stream.path, stream.requestSerialize, stream.responseDeserialize, { node }, metadataWith(o.auth), { deadline: Date.now() + 30_000 });
   let gotUpdate: (v: boolean) => void = () => undefined;
   const firstUpdate = new Promise<boolean>((resolve) => (gotUpdate = resolve));
@@ -649,6 +654,64 @@ test('TokenReview through @kubernetes/client-node against the Kubernetes API sta
   assert.match(down.details, /could not be reviewed/);
   await api.resume();
   assert.equal((await rawCsr(s.address, csr, { auth: `Bearer ${later}` })).code, grpc.status.OK);
+});
+
+test('the whole chain: weft controller --source kubernetes finds the agent\'s pod in the cluster and reviews its token there', async () => {
+  const api = await KubeStandin.start({ bookmarkIntervalMs: 3_600_000 });
+  closers.push(() => void api.close());
+  const kpod = (namespace: string, name: string, node: string, sa: string, ip: string, hostNetwork = false): KubeObject => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace, labels: { app: name } },
+    spec: { nodeName: node, serviceAccountName: sa, hostNetwork, containers: [{ name: 'c', image: 'weft' }] },
+    status: { phase: 'Running', hostIP: '172.18.0.2', podIP: ip, podIPs: [{ ip }] },
+  });
+  for (const n of [AGENT_NS, 'shop']) api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: n }, status: { phase: 'Active' } });
+  for (const [n, ip] of [['node-a', '172.18.0.2'], ['node-b', '172.18.0.3']] as const) {
+    api.put({ apiVersion: 'v1', kind: 'Node', metadata: { name: n }, spec: { podCIDR: '10.244.1.0/24' }, status: { addresses: [{ type: 'InternalIP', address: ip }] } });
+  }
+  const agentPod = api.put(kpod(AGENT_NS, 'weft-agent-x1', 'node-a', 'weft-agent', '172.18.0.2', true));
+  api.put(kpod('shop', 'client', 'node-a', 'client', '10.244.1.5'));
+  api.put(kpod('shop', 'server', 'node-b', 'server', '10.244.2.5'));
+  const token = jwt(inAnHour());
+  api.registerToken(token, {
+    username: AGENT_SA,
+    audiences: [CaTokenAuth.audience],
+    extra: { [BoundTokenExtra.podName]: ['weft-agent-x1'], [BoundTokenExtra.podUid]: [String(agentPod.metadata.uid)] },
+    expiresAt: new Date(Date.now() + 3600_000),
+  });
+  const controller = await Controller.start({
+    source: 'kubernetes',
+    kubeconfig: api.writeKubeconfig(),
+    stateDir: mkdtempSync(join(tmp, 'kube-state-')),
+    listen: '127.0.0.1:0',
+    monitoring: '127.0.0.1:0',
+    log,
+    kubeSource: { retryInitialMs: 50, retryMaxMs: 400, batchMs: 10 },
+  });
+  closers.push(() => controller.close());
+  const address = `127.0.0.1:${controller.server.port}`;
+  assert.ok(controller.server.tokenAuthenticator, 'the Kubernetes source turns token authentication on');
+  const file = join(tmp, 'kube-agent-token');
+  writeToken(file, token);
+  const client = tokenClient(address, file, 'node-a', controller.ca.rootCertPem);
+  assert.equal((await ask(client, await csrFor('shop', 'client'))).code, grpc.status.OK);
+  const other = await ask(client, await csrFor('shop', 'server'));
+  assert.equal(other.code, grpc.status.PERMISSION_DENIED);
+  assert.match(other.details, /node "node-a" may not obtain a certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/server/);
+  assert.ok(api.tokenReviews.some((r) => r.status.authenticated === true));
+
+  // The agent's pod deleted: its stream ends and its token no longer speaks for node-a.
+  const stream = rawStream(address, 'node-a', { auth: `Bearer ${token}`, rootPem: controller.ca.rootCertPem });
+  assert.equal(await stream.firstUpdate, true);
+  api.remove('v1', 'Pod', AGENT_NS, 'weft-agent-x1');
+  const ended = await stream.status;
+  assert.equal(ended.code, grpc.status.PERMISSION_DENIED);
+  assert.match(ended.details, /weft-system\/weft-agent-x1 is not known to the controller/);
+  const after = await ask(client, await csrFor('shop', 'client'));
+  assert.equal(after.code, grpc.status.UNAUTHENTICATED);
+  assert.match(after.details, /the token's pod weft-system\/weft-agent-x1 is not known to the controller/);
+  await controller.kube?.close();
 });
 
 // ---- the agent's side ------------------------------------------------------------------------
