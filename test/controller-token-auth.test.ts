@@ -21,6 +21,7 @@ import { pino, type Logger } from 'pino';
 import { CaTokenAuth } from '../agent/config.js';
 import { CertificateAuthority, type IssuedCredential } from '../agent/controller/ca.js';
 import { ControllerCallError, ControllerClient } from '../agent/controller/client.js';
+import { controllerCommand } from '../agent/controller/command.js';
 import { Controller } from '../agent/controller/controller.js';
 import { ControllerMetrics } from '../agent/controller/metrics.js';
 import { controllerProtos } from '../agent/controller/proto.js';
@@ -712,6 +713,32 @@ test('the whole chain: weft controller --source kubernetes finds the agent\'s po
   assert.equal(after.code, grpc.status.UNAUTHENTICATED);
   assert.match(after.details, /the token's pod weft-system\/weft-agent-x1 is not known to the controller/);
   await controller.kube?.close();
+});
+
+test('weft controller: the audience and the agent service account are settings of the Kubernetes source, checked', async () => {
+  await assert.rejects(
+    controllerCommand(['--source', `dir:${tmp}`, '--state', join(tmp, 'unused-state'), '--token-audience', 'mesh-ca']),
+    /--token-audience and --agent-service-account go with --source kubernetes/,
+  );
+  const api = await KubeStandin.start({ bookmarkIntervalMs: 3_600_000 });
+  closers.push(() => void api.close());
+  const start = (tokenReview: { audience?: string; agentServiceAccount?: string }): Promise<Controller> =>
+    Controller.start({
+      source: 'kubernetes',
+      kubeconfig: api.writeKubeconfig(),
+      stateDir: mkdtempSync(join(tmp, 'kube-settings-')),
+      listen: '127.0.0.1:0',
+      monitoring: '127.0.0.1:0',
+      log,
+      kubeSource: { retryInitialMs: 50, retryMaxMs: 400, batchMs: 10 },
+      tokenReview,
+    });
+  await assert.rejects(start({ agentServiceAccount: 'node-agent' }), /--agent-service-account: "node-agent" is not system:serviceaccount:<namespace>:<name>/);
+  const c = await start({ audience: 'mesh-ca', agentServiceAccount: 'system:serviceaccount:mesh:node-agent' });
+  closers.push(() => c.close());
+  assert.equal(c.server.tokenAuthenticator?.audience, 'mesh-ca');
+  assert.equal(c.server.tokenAuthenticator?.agentServiceAccount, 'system:serviceaccount:mesh:node-agent');
+  await c.kube?.close();
 });
 
 // ---- the agent's side ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // `weft controller node-credentials` — write a node agent's credential toward it;
 // `weft controller revoke-node` — refuse a node's credential from now on.
 import { parseArgs } from 'node:util';
-import { ControllerDefaults, Mesh } from '../config.js';
+import { CaTokenAuth, ControllerDefaults, Mesh } from '../config.js';
 import { Controller, DEFAULT_CSR_RATE_LIMIT, REVOKED_NODES_FILE, appendRevocation, writeNodeCredentials } from './index.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -15,6 +15,10 @@ export const CONTROLLER_USAGE = `usage: weft controller --source (dir:PATH | kub
                              condition or an Event; agents may authenticate with service-account tokens
   --kubeconfig FILE          with --source kubernetes (default $KUBECONFIG, ~/.kube/config, or the
                              pod's service account in a cluster)
+  --token-audience AUD       with --source kubernetes: the audience agents' tokens must be valid for
+                             (default ${CaTokenAuth.audience})
+  --agent-service-account U  with --source kubernetes: the only user whose tokens act as node agents
+                             (default ${CaTokenAuth.agentServiceAccount})
   --state DIR                where the CA keeps its root (created on first start)
   --listen HOST:PORT         gRPC discovery + certificates over mutual TLS (default ${ControllerDefaults.listen})
   --trust-domain TD          SPIFFE trust domain (default ${Mesh.trustDomain})
@@ -59,6 +63,8 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     options: {
       source: { type: 'string' },
       kubeconfig: { type: 'string' },
+      'token-audience': { type: 'string' },
+      'agent-service-account': { type: 'string' },
       state: { type: 'string' },
       listen: { type: 'string', default: ControllerDefaults.listen },
       'trust-domain': { type: 'string', default: Mesh.trustDomain },
@@ -79,6 +85,13 @@ export async function controllerCommand(argv: string[]): Promise<number> {
   }
   const csrRateLimit = { burst: positiveNumber(values['csr-burst'], '--csr-burst'), perSecond: positiveNumber(values['csr-rate'], '--csr-rate') };
   if (csrRateLimit.burst < 1) throw new WeftError(ErrorCodes.USAGE, '--csr-burst: must be at least 1');
+  const tokenReview = {
+    ...(values['token-audience'] !== undefined ? { audience: values['token-audience'] } : {}),
+    ...(values['agent-service-account'] !== undefined ? { agentServiceAccount: values['agent-service-account'] } : {}),
+  };
+  if (Object.keys(tokenReview).length && values.source !== 'kubernetes') {
+    throw new WeftError(ErrorCodes.USAGE, '--token-audience and --agent-service-account go with --source kubernetes (agents elsewhere use node credentials)');
+  }
   const log = createLogger('controller', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const controller = await Controller.start({
     source: required(values.source, '--source'),
@@ -92,6 +105,7 @@ export async function controllerCommand(argv: string[]): Promise<number> {
     servingIps: values['serving-ip'],
     servingDns: values['serving-dns'],
     csrRateLimit,
+    tokenReview,
     log,
   });
   log.info({ source: values.source, listen: values.listen, port: controller.server.port, monitoring: values.monitoring }, 'controller ready');

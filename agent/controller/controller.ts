@@ -55,6 +55,8 @@ export interface ControllerOptions {
    * `kubernetes` source this is on by default, reviewing through the same API server.
    */
   tokenAuth?: TokenAuthOptions;
+  /** With the `kubernetes` source: the audience and agent service account its token reviews expect (default CaTokenAuth's). */
+  tokenReview?: Pick<TokenAuthOptions, 'audience' | 'agentServiceAccount'>;
   log: Logger;
 }
 
@@ -113,7 +115,7 @@ export class Controller {
     // The first state of the cluster, whole, before any agent can ask: a snapshot without the
     // policies would let traffic through that they deny.
     const kube = kubeConfig ? await KubeSource.start({ ...o.kubeSource, kubeConfig, registry, log: o.log }) : undefined;
-    const tokenAuth = o.tokenAuth ?? (kubeConfig ? { reviewer: new KubernetesTokenReviewer(kubeConfig) } : undefined);
+    const tokenAuth = o.tokenAuth ?? (kubeConfig ? { reviewer: new KubernetesTokenReviewer(kubeConfig), ...o.tokenReview } : undefined);
     let server: ControllerServer | undefined;
     const revocations = new RevocationList(join(o.stateDir, REVOKED_NODES_FILE), o.log, () => server?.enforceRevocations());
     revocations.start();
