@@ -66,7 +66,7 @@ export class FlowGenerator {
           const name = `${app}-${rs}-${suffix(this.rand, 5)}`;
           const ip = `10.42.${Math.floor(host / 250)}.${(host % 250) + 2}`;
           host++;
-          pods.push({ key: `${namespace}/${name}`, name, namespace, node: nodeName, ip, serviceAccount: app, labels: { app, version: `v${1 + (r % 2)}` }, enrolled: true, netns: undefined });
+          pods.push({ key: `${namespace}/${name}`, name, namespace, node: nodeName, ip, serviceAccount: app, labels: { app, version: `v${1 + (r % 2)}` }, enrolled: true });
         }
         this.services.push({ name: app, namespace, port: 8080, pods });
         this.clients.push(...pods);

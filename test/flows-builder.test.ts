@@ -20,7 +20,6 @@ const workload = (namespace: string, name: string, ip: string, sa: string, label
   serviceAccount: sa,
   labels,
   enrolled: true,
-  netns: undefined,
 });
 const frontend = workload('shop', 'frontend-7d9c8b5f4x-kq2zt', '10.1.0.5', 'frontend', { app: 'frontend' });
 const api = workload('shop', 'api-0', '10.1.0.10', 'api', { app: 'api' });

@@ -136,12 +136,6 @@ export type Resource =
   | AuthorizationPolicyResource
   | PeerAuthenticationResource;
 
-/** Annotations the lab writes on pods so a node agent can find the pod's network namespace and cgroup. */
-export const Annotations = {
-  netns: 'weft.io/netns',
-  cgroup: 'weft.io/cgroup',
-} as const;
-
 /** Enrollment labels, as in Istio ambient; `weft.io/dataplane-mode` is our alias. */
 export const DataplaneModeLabels = ['istio.io/dataplane-mode', 'weft.io/dataplane-mode'] as const;
 export const DATAPLANE_AMBIENT = 'ambient';

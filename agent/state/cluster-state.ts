@@ -1,7 +1,6 @@
 // What the node agent knows about the cluster: workloads (pods), services and namespaces, indexed for
 // the two questions the proxy asks: "which local pods are enrolled?" and "where does this address go?".
 import {
-  Annotations,
   SERVICE_NAME_LABEL,
   isEnrolled,
   type EndpointSliceResource,
@@ -25,8 +24,6 @@ export interface Workload {
   serviceAccount: string;
   labels: Record<string, string>;
   enrolled: boolean;
-  /** Path of the pod's network namespace (on this node). */
-  netns: string | undefined;
 }
 
 /** A workload this node proxies: a pod with its network namespace (from the runtime) and its IP. */
@@ -100,7 +97,6 @@ export class ClusterState {
           serviceAccount: pod.spec.serviceAccountName ?? 'default',
           labels: pod.metadata.labels ?? {},
           enrolled: isEnrolled(pod, namespaces.get(pod.metadata.namespace)),
-          netns: pod.metadata.annotations?.[Annotations.netns],
         };
       });
     for (const w of this.workloads) {
@@ -136,9 +132,9 @@ export class ClusterState {
     return ns ? (ns.metadata.labels ?? {}) : undefined;
   }
 
-  /** Pods scheduled on `node` that are enrolled in the mesh and have a network namespace and an IP. */
+  /** Pods scheduled on `node` that are enrolled in the mesh and have an IP. */
   enrolledOn(node: string): Workload[] {
-    return this.workloads.filter((w) => w.node === node && w.enrolled && w.netns && w.ip);
+    return this.workloads.filter((w) => w.node === node && w.enrolled && w.ip);
   }
 
   workloadByIp(ip: string): Workload | undefined {
