@@ -7,7 +7,7 @@ import type { Resource } from '../agent/registry/types.js';
 const pod = (ns: string, name: string, node: string, ip: string, labels: Record<string, string> = {}): Resource => ({
   apiVersion: 'v1',
   kind: 'Pod',
-  metadata: { name, namespace: ns, labels, annotations: { 'weft.io/netns': `/var/run/netns/${name}` } },
+  metadata: { name, namespace: ns, labels },
   spec: { nodeName: node, containers: [{ name: 'main', command: ['x'] }] },
   status: { podIP: ip },
 });
