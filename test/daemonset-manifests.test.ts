@@ -631,6 +631,7 @@ test('the image: the Dockerfile builds every piece the manifests run and names t
   for (const piece of ['make -s -C bpf', 'make -s -C cni', 'node-gyp rebuild --directory native', 'tsc -p daemonset/image/tsconfig.json', 'libbpf1', 'nodejs']) {
     assert.ok(dockerfile.includes(piece), `the Dockerfile has ${piece}`);
   }
+  assert.match(dockerfile, /^FROM \$\{BPF_BASE\} AS bpf$/m, 'the BPF objects in their own stage (clang 14)');
   assert.match(dockerfile, /^FROM \$\{BASE\} AS build$/m);
   assert.match(dockerfile, /^FROM \$\{BASE\}$/m, 'a second, runtime stage');
   assert.ok(dockerfile.includes(`weft:${VERSION}`), 'the tag the manifests use is the one it documents');
