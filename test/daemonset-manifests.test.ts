@@ -287,9 +287,7 @@ test('the controller, the relay and their Services use the config ports; one ima
 });
 
 /** Flags the manifests pass that another change is adding to a program: to-do until its usage names them. */
-const PENDING_FLAGS: Record<string, string> = {
-  'agent --proc-dir': 'the start-up scan reads the host /proc at /host/proc (agent/node/pod-scan.ts has procDir; the agent needs the flag)',
-};
+const PENDING_FLAGS: Record<string, string> = {};
 
 test('every flag the manifests pass is one the program accepts (its --help names it)', (t) => {
   const docs = kustomize(t, DAEMONSET);
