@@ -59,7 +59,11 @@ if (privileged && !isRoot) {
 }
 
 // 2. Debian packages.
+// kubectl from Kubernetes' own repository (package `kubectl`) owns /usr/bin/kubectl, so Debian's
+// kubernetes-client cannot be installed beside it (dpkg: "trying to overwrite"): either one will do.
+const COMMAND_OF = { 'kubernetes-client': 'kubectl' };
 const missing = PACKAGES.filter((p) => {
+  if (COMMAND_OF[p] && spawnSync('sh', ['-c', `command -v ${COMMAND_OF[p]}`]).status === 0) return false;
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' });
   return r.status !== 0 || !r.stdout.includes('install ok installed');
 });

@@ -158,7 +158,8 @@ test('daemonset/ renders with kubectl kustomize; every object validates against 
   const crds = kustomize(t, join(DAEMONSET, 'crds'))!;
   // The base is exactly core/ plus crds/; core/ alone holds no CRD (the Istio/Gateway API path).
   const key = (d: Doc): string => `${d.kind}/${d.metadata.namespace ?? ''}/${d.metadata.name}`;
-  assert.deepEqual(docs.map(key).sort(), [...core, ...crds].map(key).sort());
+  const byKey = (list: Doc[]): Doc[] => [...list].sort((a, b) => key(a).localeCompare(key(b)));
+  assert.deepEqual(byKey(docs), byKey([...core, ...crds]), 'daemonset/ renders exactly core/ and crds/');
   assert.equal(core.filter((d) => d.kind === 'CustomResourceDefinition').length, 0);
   assert.ok(crds.every((d) => d.kind === 'CustomResourceDefinition'));
   for (const d of docs) {
@@ -634,8 +635,9 @@ test('the image: the Dockerfile builds every piece the manifests run and names t
   assert.match(dockerfile, /^FROM \$\{BASE\}$/m, 'a second, runtime stage');
   assert.ok(dockerfile.includes(`weft:${VERSION}`), 'the tag the manifests use is the one it documents');
   for (const link of ['/usr/local/bin/weft ', '/usr/local/bin/weft-node']) assert.ok(dockerfile.includes(link), `the image has ${link.trim()}`);
-  const kustomization = readFileSync(join(DAEMONSET, 'core', 'kustomization.yaml'), 'utf8');
-  assert.match(kustomization, new RegExp(`newTag: ${VERSION.replaceAll('.', '\\.')}\\n`));
+  for (const file of [join(DAEMONSET, 'kustomization.yaml'), join(DAEMONSET, 'core', 'kustomization.yaml')]) {
+    assert.match(readFileSync(file, 'utf8'), new RegExp(`newTag: ${VERSION.replaceAll('.', '\\.')}\\n`), file);
+  }
   const script = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')).scripts.image as string;
   assert.ok(script && existsSync(repoPath(script.split(' ')[1]!)), 'npm run image runs a script of this repository');
 });
