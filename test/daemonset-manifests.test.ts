@@ -27,6 +27,11 @@ import { KUBE_KINDS } from '../agent/controller/kube-decode.js';
 import { readableKinds } from '../agent/controller/kube-source.js';
 import { repoPath } from '../agent/system/assets.js';
 import { BPFFS, RUN_PREFIX, cgroup2Root, requirePrivileges, sh, shQuiet } from './helpers/privileged.js';
+import { KubeStandin, type AuthorizationAttributes, type StandinRequest, type StandinType } from './helpers/kube-standin.js';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { Controller } from '../agent/controller/index.js';
+import { KubernetesTokenReviewer } from '../agent/controller/token-review.js';
+import { createLogger } from '../agent/log.js';
 
 /** A parsed manifest: the checks below read its fields one by one. */
 type Doc = Record<string, any>;
@@ -836,5 +841,125 @@ test('weft-node refuses a node without a BPF filesystem, and `weft-node uninstal
     assert.match(u.stderr, /BPF pins removed/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// --- the RBAC, enforced: each program does its work against an API that allows only the rendered rules
+
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+/** Kubernetes' RBAC over daemonset/'s Roles, ClusterRoles and bindings (read from the sources, no kubectl). */
+export function rbacOf(docs: Doc[]): (a: AuthorizationAttributes) => boolean {
+  const rules = new Map<string, Rule[]>(docs.filter((d) => d.kind === 'Role' || d.kind === 'ClusterRole').map((d) => [`${d.kind}/${d.metadata.namespace ?? ''}/${d.metadata.name}`, d.rules as Rule[]]));
+  const bindings = docs.filter((d) => d.kind === 'RoleBinding' || d.kind === 'ClusterRoleBinding');
+  return (a) =>
+    bindings.some((b) => {
+      const subject = (b.subjects as Doc[]).some((s) => s.kind === 'ServiceAccount' && a.user.username === `system:serviceaccount:${s.namespace}:${s.name}`);
+      if (!subject) return false;
+      if (b.kind === 'RoleBinding' && a.namespace !== b.metadata.namespace) return false;
+      const role = rules.get(`${b.roleRef.kind}/${b.roleRef.kind === 'Role' ? b.metadata.namespace : ''}/${b.roleRef.name}`) ?? [];
+      const resource = a.subresource ? `${a.resource}/${a.subresource}` : a.resource;
+      // resourceNames never match a request without a name (create, list, watch), as in Kubernetes.
+      return role.some((r) => r.apiGroups.includes(a.group) && r.resources.includes(resource) && r.verbs.includes(a.verb) && (!r.resourceNames || (a.name !== undefined && r.resourceNames.includes(a.name))));
+    });
+}
+
+const EXTRA_TYPES: StandinType[] = [
+  { group: '', version: 'v1', plural: 'secrets', singular: 'secret', kind: 'Secret', namespaced: true, status: false, strategicMerge: true },
+  { group: '', version: 'v1', plural: 'configmaps', singular: 'configmap', kind: 'ConfigMap', namespaced: true, status: false, strategicMerge: true, shortNames: ['cm'] },
+  { group: 'apps', version: 'v1', plural: 'daemonsets', singular: 'daemonset', kind: 'DaemonSet', namespaced: true, status: true, strategicMerge: true, shortNames: ['ds'] },
+];
+
+const sourceDocs = (): Doc[] => ['controller.yaml', 'agent.yaml', 'relay.yaml'].flatMap((f) => parseDocs(readFileSync(join(DAEMONSET, 'core', f), 'utf8'), f));
+
+test('the RBAC evaluator: what the rules allow and what they do not', () => {
+  const allow = rbacOf(sourceDocs());
+  const as = (sa: string, verb: string, group: string, resource: string, namespace?: string, name?: string, subresource?: string): boolean =>
+    allow({ user: { username: `system:serviceaccount:weft-system:${sa}`, groups: [] }, verb, group, resource, subresource, namespace, name });
+  assert.equal(as('weft-controller', 'watch', '', 'pods'), true);
+  assert.equal(as('weft-controller', 'get', '', 'pods', 'shop', 'web'), false, 'informers only: no get');
+  assert.equal(as('weft-controller', 'patch', 'security.istio.io', 'authorizationpolicies', 'shop', 'p', 'status'), true);
+  assert.equal(as('weft-controller', 'patch', 'security.istio.io', 'authorizationpolicies', 'shop', 'p'), false, 'status only');
+  assert.equal(as('weft-controller', 'get', '', 'secrets', 'weft-system', 'weft-ca'), true);
+  assert.equal(as('weft-controller', 'get', '', 'secrets', 'weft-system', 'anything-else'), false);
+  assert.equal(as('weft-controller', 'get', '', 'secrets', 'shop', 'weft-ca'), false, 'weft-system only');
+  assert.equal(as('weft-controller', 'list', '', 'secrets', 'weft-system'), false);
+  assert.equal(as('weft-controller', 'update', '', 'secrets', 'weft-system', 'weft-ca'), false, 'the root is never rewritten');
+  assert.equal(as('weft-agent', 'get', 'apps', 'daemonsets', 'weft-system', 'weft-agent'), true);
+  assert.equal(as('weft-agent', 'list', '', 'pods'), false);
+  assert.equal(as('weft-agent', 'get', 'apps', 'daemonsets', 'weft-system', 'other'), false);
+  assert.equal(as('weft-relay', 'list', '', 'nodes'), false);
+});
+
+test('each program works against an API server that grants only daemonset/\'s RBAC (a stand-in, enforcing it)', async () => {
+  const docs = sourceDocs();
+  const api = await KubeStandin.start({ extraTypes: EXTRA_TYPES, authorize: rbacOf(docs), bookmarkIntervalMs: 3_600_000 });
+  const tmp = mkdtempSync(join(tmpdir(), 'weft-rbac-'));
+  const controllerToken = 'controller-token';
+  const agentToken = 'agent-token';
+  api.registerToken(controllerToken, { username: 'system:serviceaccount:weft-system:weft-controller' });
+  api.registerToken(agentToken, { username: CaTokenAuth.agentServiceAccount });
+  api.registerToken('ca-token', { username: CaTokenAuth.agentServiceAccount, audiences: [CaTokenAuth.audience], extra: { 'authentication.kubernetes.io/pod-name': ['weft-agent-x'] } });
+  const kubeconfig = api.writeKubeconfig({ token: controllerToken, dir: tmp });
+  let controller: Controller | undefined;
+  try {
+    // The CA bootstrap, twice (first start, then a restart), through the real client.
+    const ca = await importImage<CaBootstrapModule>('ca-bootstrap.mjs');
+    const kc = new KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    for (const state of ['first', 'second']) {
+      await ca.bootstrap({ core: kc.makeApiClient(CoreV1Api), namespace: 'weft-system', stateDir: join(tmp, state), trustDomain: 'cluster.local' });
+    }
+    assert.ok(api.get('v1', 'Secret', 'weft-system', 'weft-ca'));
+    assert.ok(api.get('v1', 'ConfigMap', 'weft-system', 'weft-root-cert'));
+    assert.ok(api.get('v1', 'Secret', 'weft-system', 'weft-relay-credential'));
+
+    // The controller's source: every kind listed and watched, a rejected policy's status, a rejected
+    // Service's Event; and a TokenReview.
+    const run = `rbac-${process.pid}`;
+    api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: run }, spec: {}, status: { phase: 'Active' } });
+    controller = await Controller.start({ source: 'kubernetes', kubeconfig, stateDir: join(tmp, 'controller'), listen: '127.0.0.1:0', monitoring: '127.0.0.1:0', log: createLogger('rbac-test', { level: 'silent' }), kubeSource: { retryInitialMs: 50, retryMaxMs: 400, batchMs: 10 } });
+    api.put({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'bad', namespace: run }, spec: { action: 'MAYBE' } });
+    api.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'two-ports', namespace: run }, spec: { clusterIP: '10.96.0.20', ports: [{ port: 80, protocol: 'TCP' }, { port: 81, protocol: 'TCP' }] } });
+    const answered = (method: string, path: RegExp) => (r: StandinRequest): boolean => r.method === method && path.test(r.path) && r.status !== undefined;
+    const patch = await api.waitForRequest(answered('PATCH', new RegExp(`/namespaces/${run}/authorizationpolicies/bad/status$`)));
+    assert.equal(patch.status, 200);
+    const event = await api.waitForRequest(answered('POST', new RegExp(`^/apis/events\\.k8s\\.io/v1/namespaces/${run}/events$`)));
+    assert.equal(event.status, 201);
+    const review = await new KubernetesTokenReviewer(kc).review('ca-token', [CaTokenAuth.audience]);
+    assert.equal(review.authenticated, true);
+    for (const k of readableKinds()) {
+      await api.waitForRequest((r) => r.method === 'GET' && r.query.watch === 'true' && r.path.endsWith(`/${k.plural}`) && r.status === 200);
+    }
+
+    // The agent's one read: its DaemonSet, present, being deleted, gone; another's is forbidden.
+    const saDir = join(tmp, 'sa');
+    spawnSync('mkdir', ['-p', saDir]);
+    writeFileSync(join(saDir, 'token'), agentToken);
+    writeFileSync(join(saDir, 'ca.crt'), api.caPem);
+    const node = await importImage<WeftNodeModule & { daemonSetState(env: NodeJS.ProcessEnv, saDir: string): Promise<string> }>('weft-node.mjs');
+    const url = new URL(api.url);
+    const env = { KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port, POD_NAMESPACE: 'weft-system', WEFT_DAEMONSET: 'weft-agent' };
+    const ds = { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'weft-agent', namespace: 'weft-system' }, spec: {} };
+    api.put(ds);
+    assert.equal(await node.daemonSetState(env, saDir), 'present');
+    api.put({ ...ds, metadata: { ...ds.metadata, deletionTimestamp: new Date().toISOString() } });
+    assert.equal(await node.daemonSetState(env, saDir), 'gone');
+    api.remove('apps/v1', 'DaemonSet', 'weft-system', 'weft-agent');
+    assert.equal(await node.daemonSetState(env, saDir), 'gone');
+    assert.equal(await node.daemonSetState({ ...env, WEFT_DAEMONSET: 'other' }, saDir), 'unknown', 'forbidden: not an uninstall');
+
+    // Nothing any program asked for was refused.
+    assert.deepEqual(api.requests.filter((r) => r.status === 403).map((r) => `${r.user} ${r.method} ${r.path}`), [`system:serviceaccount:weft-system:weft-agent GET /apis/apps/v1/namespaces/weft-system/daemonsets/other`]);
+  } finally {
+    controller?.close();
+    await controller?.kube?.close();
+    await api.close();
+    rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -82,7 +82,7 @@ export async function bootstrap({ core, namespace, stateDir, trustDomain }) {
     if (!ca) {
       const data = { [ROOT_CERT_FILE]: b64(readFileSync(join(stateDir, ROOT_CERT_FILE), 'utf8')), [ROOT_KEY_FILE]: b64(readFileSync(join(stateDir, ROOT_KEY_FILE), 'utf8')) };
       try {
-        await core.createNamespacedSecret({ namespace, body: { metadata: { name: CaObjects.caSecret, namespace, labels: LABELS }, type: 'Opaque', data } });
+        await core.createNamespacedSecret({ namespace, body: { apiVersion: 'v1', kind: 'Secret', metadata: { name: CaObjects.caSecret, namespace, labels: LABELS }, type: 'Opaque', data } });
         log.info({ secret: CaObjects.caSecret, namespace }, 'created the mesh root');
       } catch (err) {
         if (status(err) !== 409) throw err;
@@ -97,7 +97,7 @@ export async function bootstrap({ core, namespace, stateDir, trustDomain }) {
     const rootPem = readFileSync(relay.rootFile, 'utf8');
 
     const cm = await readOrUndefined(() => core.readNamespacedConfigMap({ name: CaObjects.rootConfigMap, namespace }));
-    const cmBody = { metadata: { name: CaObjects.rootConfigMap, namespace, labels: LABELS, ...(cm ? { resourceVersion: cm.metadata?.resourceVersion } : {}) }, data: { [ROOT_CERT_FILE]: rootPem } };
+    const cmBody = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: CaObjects.rootConfigMap, namespace, labels: LABELS, ...(cm ? { resourceVersion: cm.metadata?.resourceVersion } : {}) }, data: { [ROOT_CERT_FILE]: rootPem } };
     if (!cm) await core.createNamespacedConfigMap({ namespace, body: cmBody });
     else if (cm.data?.[ROOT_CERT_FILE] !== rootPem) await core.replaceNamespacedConfigMap({ name: CaObjects.rootConfigMap, namespace, body: cmBody });
     log.info({ configMap: CaObjects.rootConfigMap, namespace, changed: !cm || cm.data?.[ROOT_CERT_FILE] !== rootPem }, 'root certificate published');
@@ -105,7 +105,7 @@ export async function bootstrap({ core, namespace, stateDir, trustDomain }) {
     const current = await readOrUndefined(() => core.readNamespacedSecret({ name: CaObjects.relaySecret, namespace }));
     if (!relayCredentialGood(current?.data, rootPem)) {
       const data = { 'relay-cert.pem': b64(readFileSync(relay.certFile, 'utf8')), 'relay-key.pem': b64(readFileSync(relay.keyFile, 'utf8')), [ROOT_CERT_FILE]: b64(rootPem) };
-      const body = { metadata: { name: CaObjects.relaySecret, namespace, labels: LABELS, ...(current ? { resourceVersion: current.metadata?.resourceVersion } : {}) }, type: 'Opaque', data };
+      const body = { apiVersion: 'v1', kind: 'Secret', metadata: { name: CaObjects.relaySecret, namespace, labels: LABELS, ...(current ? { resourceVersion: current.metadata?.resourceVersion } : {}) }, type: 'Opaque', data };
       if (current) await core.replaceNamespacedSecret({ name: CaObjects.relaySecret, namespace, body });
       else await core.createNamespacedSecret({ namespace, body });
       log.info({ secret: CaObjects.relaySecret, namespace }, 'relay credential issued');
