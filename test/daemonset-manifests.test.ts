@@ -279,6 +279,8 @@ test('the controller, the relay and their Services use the config ports; one ima
       assert.equal(c.image, `weft:${VERSION}`, `${d.metadata.name}/${c.name} runs this version's image`);
       assert.equal(c.imagePullPolicy, 'IfNotPresent', 'a loaded image (kind, a local build) is used as it is');
       assert.ok(c.resources?.requests?.cpu && c.resources?.requests?.memory, `${d.metadata.name}/${c.name} requests resources`);
+      // A read-only root: the only writable places are mounts, and /tmp must be one (mkdtemp).
+      if (c.securityContext?.readOnlyRootFilesystem) assert.ok(c.volumeMounts?.some((m: Doc) => m.mountPath === '/tmp'), `${d.metadata.name}/${c.name} has a writable /tmp`);
     }
   }
   // The controller and the relay run as the restricted Pod Security profile asks.
