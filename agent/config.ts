@@ -88,6 +88,8 @@ export const AgentDefaults = {
   flowRingSize: 4095,
   /** After handing over to a new agent, how long live connections may take to end. */
   drainSeconds: 30,
+  /** The Observer serving certificate asked of the controller (`--observer-tls` with `--ca-token`), renewed at half-life. */
+  observerCertTtlSeconds: 24 * 60 * 60,
 } as const;
 
 /** The node proxy's own bounds, in ms. */
@@ -109,6 +111,8 @@ export const ControllerDefaults = {
   /** Node credentials are re-issued by the operator (or the DaemonSet's init step); a month bounds
    * what a stolen one is worth even when nobody revokes it. */
   nodeCredentialTtlSeconds: 30 * 24 * 3600,
+  /** The longest Observer serving certificate signed for a node agent over gRPC: renewed, not kept. */
+  maxObserverCertTtlSeconds: 24 * 3600,
 } as const;
 
 /**

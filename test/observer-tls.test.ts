@@ -214,7 +214,7 @@ test('agent flags: loopback only by default; --observer-tls needs an address and
   const o = observerServing({}, nodeCert, files.rootFile, { WEFT_OBSERVER_TLS: '1', WEFT_NODE_IP: '10.0.0.2' });
   assert.equal(o.tls?.host, '10.0.0.2');
   assert.deepEqual(o.tls?.allowedIdentities, [relaySpiffeUri(TD)]);
-  assert.equal(o.tls?.certPem, readFileSync(files.certFile, 'utf8'));
+  assert.equal(o.tls && 'certPem' in o.tls ? o.tls.certPem : undefined, readFileSync(files.certFile, 'utf8'));
   const missing = join(dir, 'empty');
   assert.throws(() => observerServing({ 'observer-tls': true, 'observer-address': '10.0.0.2', 'observer-cert': join(missing, 'x.pem') }, nodeCert, files.rootFile, {}), (err: WeftError) => err.code === ErrorCodes.TLS);
 });

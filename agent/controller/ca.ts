@@ -37,7 +37,7 @@ import {
   type Tlv,
 } from '../identity/der.js';
 import { formatSpiffeId, isValidTrustDomain, nodeSpiffeUri, uriSansOf, type SpiffeId } from '../identity/spiffe.js';
-import { Oids, checkCsr, publicKeyProblem, type CheckedCsr } from './csr.js';
+import { Oids, checkCsr, publicKeyProblem, type CheckedCsr, type CheckedCsrRequest } from './csr.js';
 
 export const ROOT_CERT_FILE = 'root-cert.pem';
 export const ROOT_KEY_FILE = 'root-key.pem';
@@ -425,6 +425,25 @@ export class CertificateAuthority {
       throw caError(errorMessage(err), err);
     }
     return this.issueWithNewKey({ uris: [uri] }, { serverAuth: true, clientAuth: false }, ttlSeconds);
+  }
+
+  /**
+   * Signs a node agent's own key for its Observer API (the CSR way of issueObserverServingCredential,
+   * for agents that hold no files from this CA: on Kubernetes they ask over gRPC). The CSR must ask for
+   * exactly spiffe://<td>/weft/node/<node>; the certificate is serverAuth only, so it can never act as
+   * the node's client credential toward the controller. Whether the caller is that node is the gRPC
+   * server's check. Returns the chain, leaf first, root last.
+   */
+  signObserverServingCsr(csr: CheckedCsrRequest, node: string, ttlSeconds: number): string[] {
+    let uri: string;
+    try {
+      uri = nodeSpiffeUri(this.trustDomain, node);
+    } catch (err) {
+      throw caError(errorMessage(err), err);
+    }
+    if (csr.uri !== uri) throw caError(`CSR refused: it asks for ${csr.uri}, not the Observer identity ${uri} of node "${node}"`);
+    const leaf = this.issue(csr.spkiDer, csr.keyType, { uris: [uri] }, { serverAuth: true, clientAuth: false }, ttlSeconds);
+    return [leaf, this.rootCertPem];
   }
 
   /** The relay's client credential toward the nodes' Observer APIs: URI SAN spiffe://<td>/weft/relay, clientAuth only. */

@@ -76,6 +76,30 @@ export function publicKeyProblem(key: KeyObject): string | undefined {
  * WEFT_ERR_CA error saying why. The trust domain is the caller's to check.
  */
 export function checkCsr(csrPem: string): CheckedCsr {
+  return workloadCsr(checkCsrRequest(csrPem));
+}
+
+/** A CSR that passed every check but the identity's form: its one URI SAN, not yet read as an identity. */
+export interface CheckedCsrRequest extends Omit<CheckedCsr, 'identity'> {
+  uri: string;
+}
+
+/** The workload identity a checked CSR asks for; a WEFT_ERR_CA error when its URI is not one. */
+export function workloadCsr(request: CheckedCsrRequest): CheckedCsr {
+  let identity: SpiffeId;
+  try {
+    identity = parseSpiffeId(request.uri);
+  } catch (err) {
+    throw refused(errorMessage(err), err);
+  }
+  return { identity, publicKey: request.publicKey, spkiDer: request.spkiDer, keyType: request.keyType };
+}
+
+/**
+ * checkCsr without reading the URI SAN as a workload identity: the CA also signs node agents' Observer
+ * serving certificates (spiffe://<td>/weft/node/<node>), whose form the gRPC server checks.
+ */
+export function checkCsrRequest(csrPem: string): CheckedCsrRequest {
   if (typeof csrPem !== 'string') throw refused('not a PEM certificate request');
   // The size first: everything after it costs time in proportion to the input.
   if (csrPem.length > MAX_CSR_PEM_BYTES) throw refused(`it is ${csrPem.length} bytes, more than the ${MAX_CSR_PEM_BYTES} accepted`);
@@ -128,13 +152,7 @@ export function checkCsr(csrPem: string): CheckedCsr {
   const uriBytes = (uris[0] as { value: Buffer }).value;
   // IA5String, and a SPIFFE ID is printable ASCII: control bytes or 8-bit bytes are never honest.
   if (!uriBytes.every((b) => b > 0x20 && b < 0x7f)) throw refused('its URI SAN holds non-printable bytes');
-  let identity: SpiffeId;
-  try {
-    identity = parseSpiffeId(uriBytes.toString('ascii'));
-  } catch (err) {
-    throw refused(errorMessage(err), err);
-  }
-  return { identity, publicKey, spkiDer: Buffer.from(fields.spki.raw), keyType };
+  return { uri: uriBytes.toString('ascii'), publicKey, spkiDer: Buffer.from(fields.spki.raw), keyType };
 }
 
 /** CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature BIT STRING } (RFC 2986). */

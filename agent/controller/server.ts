@@ -2,7 +2,9 @@
 // the CA). Two services:
 //   weft.discovery.v1.Discovery/Stream — a snapshot of what the node needs, then deltas;
 //   istio.v1.auth.IstioCertificateService/CreateCertificate — workload certificates, with node
-//   authorization: a node may obtain an identity only if a pod with that service account runs on it.
+//   authorization: a node may obtain an identity only if a pod with that service account runs on it;
+//   and a node agent's own Observer serving certificate (spiffe://<td>/weft/node/<node>, serverAuth
+//   only, short-lived), for the caller's own node only.
 // A caller speaks for a node in one of two ways:
 //   - a node credential: a client certificate chaining to the mesh root with the URI SAN
 //     `spiffe://<trust-domain>/weft/node/<node>` (the lab, `weft controller node-credentials`);
@@ -20,13 +22,14 @@
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { CertificateAuthority } from './ca.js';
+import { ControllerDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import { formatSpiffeId, parseNodeSpiffeUri, uriSansOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
 import { parseHostPort } from '../system/host-port.js';
 import { resourceKey } from '../registry/parse.js';
 import type { PodResource, Resource } from '../registry/types.js';
-import { checkCsr, type CheckedCsr } from './csr.js';
+import { checkCsrRequest, workloadCsr, type CheckedCsr, type CheckedCsrRequest } from './csr.js';
 import type { ControllerMetrics } from './metrics.js';
 import {
   controllerProtos,
@@ -58,6 +61,8 @@ export interface ControllerServerOptions {
   /** The controller's serving certificate and key (PEM), issued by `ca`. */
   serving: { certPem: string; keyPem: string };
   maxCertTtlSeconds: number;
+  /** The longest Observer serving certificate for a node (default ControllerDefaults.maxObserverCertTtlSeconds). */
+  maxObserverCertTtlSeconds?: number;
   /** Policies in this namespace apply mesh-wide: every node receives them. */
   rootNamespace: string;
   metrics: ControllerMetrics;
@@ -438,10 +443,16 @@ export class ControllerServer {
       log.warn({ node, burst, perSecond }, 'certificate request refused: rate limit');
       throw status(grpc.status.RESOURCE_EXHAUSTED, details);
     }
+    let request: CheckedCsrRequest;
     let csr: CheckedCsr;
     try {
-      csr = checkCsr(call.request.csr);
+      request = checkCsrRequest(call.request.csr);
+      // A node identity is the agent's own Observer serving certificate, never a workload's.
+      const askedNode = parseNodeSpiffeUri(request.uri, ca.trustDomain);
+      if (askedNode !== undefined) return this.observerCertificate(caller, askedNode, request, Number(call.request.validity_duration));
+      csr = workloadCsr(request);
     } catch (err) {
+      if (isStatus(err)) throw err;
       metrics.certificatesDenied.inc({ reason: 'invalid' });
       log.warn({ node, err: errorMessage(err) }, 'certificate request refused: malformed CSR');
       throw status(grpc.status.INVALID_ARGUMENT, errorMessage(err));
@@ -473,6 +484,36 @@ export class ControllerServer {
     }
     metrics.certificatesIssued.inc();
     log.info({ node, identity: formatSpiffeId(identity), ttlSeconds: ttl }, 'workload certificate issued');
+    return { cert_chain: chain };
+  }
+
+  /**
+   * A node agent's Observer serving certificate (spiffe://<td>/weft/node/<node>, serverAuth only): only
+   * for the caller's own node, whether it proved that node with a certificate or a token, and never
+   * longer than maxObserverCertTtlSeconds.
+   */
+  private observerCertificate(caller: Caller, asked: string, request: CheckedCsrRequest, requested: number): IstioCertificateResponse {
+    const { log, metrics, ca } = this.options;
+    const { node } = caller;
+    const identity = request.uri;
+    if (asked !== node) {
+      metrics.certificatesDenied.inc({ reason: 'unauthorized' });
+      const details = `node "${node}" may not obtain a certificate for ${identity}: the ${caller.via} belongs to node "${node}", not "${asked}"`;
+      log.warn({ node, identity, via: caller.via }, details);
+      throw status(grpc.status.PERMISSION_DENIED, details);
+    }
+    const max = this.options.maxObserverCertTtlSeconds ?? ControllerDefaults.maxObserverCertTtlSeconds;
+    const ttl = Number.isFinite(requested) && requested > 0 ? Math.min(requested, max) : max;
+    let chain: string[];
+    try {
+      chain = ca.signObserverServingCsr(request, node, ttl);
+    } catch (err) {
+      metrics.certificatesDenied.inc({ reason: 'invalid' });
+      log.warn({ node, identity, err: errorMessage(err) }, 'observer certificate request refused by the CA');
+      throw status(grpc.status.INVALID_ARGUMENT, errorMessage(err));
+    }
+    metrics.certificatesIssued.inc();
+    log.info({ node, identity, ttlSeconds: ttl, via: caller.via }, 'observer serving certificate issued');
     return { cert_chain: chain };
   }
 }

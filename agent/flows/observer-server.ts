@@ -13,7 +13,8 @@ import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
 import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
-import { observerServerCredentials, refusePeer, type ObserverServerTls } from './observer-tls.js';
+import type { ObserverCertRenewer } from './observer-cert.js';
+import { ObserverServingCredentials, observerServerCredentials, refusePeer, type ObserverServerTls } from './observer-tls.js';
 import { flowProtos } from './proto.js';
 import { nsToTimestamp, selectHistory, timestampToNs, validateFlowsRequest } from './query.js';
 import type { FlowStore } from './store.js';
@@ -58,9 +59,16 @@ export interface ObserverTlsListen extends ObserverServerTls {
   host: string;
 }
 
+/** The mutual-TLS listener with its serving certificate from the controller, renewed while it runs. */
+export interface ObserverTlsFromController {
+  host: string;
+  allowedIdentities: readonly string[];
+  renewer: ObserverCertRenewer;
+}
+
 /** How the agent serves: plaintext on 127.0.0.1:port, plus mutual TLS on tls.host:port when given. */
 export interface ObserverServeOptions {
-  tls?: ObserverTlsListen;
+  tls?: ObserverTlsListen | ObserverTlsFromController;
   maxStreams?: number;
 }
 
@@ -206,6 +214,7 @@ export class ObserverServer {
   private closing = false;
   private address = '';
   private tlsAddress = '';
+  private renewer: ObserverCertRenewer | undefined;
 
   constructor(private readonly o: ObserverServerOptions) {
     this.followQueue = o.followQueue ?? DEFAULT_FOLLOW_QUEUE;
@@ -282,11 +291,20 @@ export class ObserverServer {
    * the call (identity not allowed: PERMISSION_DENIED) fails.
    */
   async listenTls(host: string, port: number, tls: ObserverServerTls): Promise<number> {
+    return this.listenTlsWith(host, port, observerServerCredentials(tls), tls.allowedIdentities);
+  }
+
+  /**
+   * listenTls with credentials the caller may swap while serving (ObserverServingCredentials.update):
+   * new connections get the new certificate, open ones keep theirs. Credentials without a certificate
+   * yet make the listener drop every connection until one is set.
+   */
+  async listenTlsWith(host: string, port: number, credentials: ObserverServingCredentials, allowedIdentities: readonly string[]): Promise<number> {
     if (host === '' || host === '0.0.0.0' || host === '::' || host === '[::]') {
       throw new WeftError(ErrorCodes.USAGE, `the Observer API's TLS listener needs the node's own address, not ${host || 'an empty one'}`);
     }
-    const allowed = [...tls.allowedIdentities];
-    const credentials = observerServerCredentials(tls);
+    if (allowedIdentities.length === 0) throw new WeftError(ErrorCodes.TLS, 'the Observer TLS allow-list is empty: no client could read');
+    const allowed = [...allowedIdentities];
     const server = new grpc.Server();
     server.addService(
       flowProtos().observer,
@@ -310,12 +328,30 @@ export class ObserverServer {
       this.slots.max = o.maxStreams;
     }
     await this.listen('127.0.0.1', port);
-    if (o.tls) await this.listenTls(o.tls.host, port, o.tls);
+    const tls = o.tls;
+    if (!tls) return;
+    if ('renewer' in tls) {
+      // Bound now, served once the controller signed: the port is ours from the start either way.
+      const credentials = new ObserverServingCredentials();
+      await this.listenTlsWith(tls.host, port, credentials, tls.allowedIdentities);
+      this.renewer = tls.renewer;
+      tls.renewer.start((cred) => {
+        try {
+          credentials.update(cred);
+          this.o.log.info({ listen: this.tlsAddress, node: this.o.nodeName }, 'observer serving certificate swapped in');
+        } catch (err) {
+          this.o.log.error({ err: err instanceof Error ? err.message : String(err) }, 'observer serving certificate refused by TLS; the previous one stays served');
+        }
+      });
+    } else {
+      await this.listenTls(tls.host, port, tls);
+    }
   }
 
   /** Stops serving: followers are ended (what they still had queued is counted as lost), then the servers are shut down. */
   async close(): Promise<void> {
     this.closing = true;
+    this.renewer?.stop();
     for (const c of [...this.cleanups]) c();
     await Promise.all(this.servers.map((s) => shutdownGrpcServer(s)));
   }

@@ -92,10 +92,53 @@ export function loadTlsCredential(files: { rootFile: string; certFile: string; k
   return cred;
 }
 
+/**
+ * TLS server credentials that require a client certificate chaining to the root, and whose serving
+ * credential can be replaced while the listener runs (a renewed certificate). grpc-js binds a server
+ * per credential object and watches it: a new SecureContext goes to Node's setSecureContext, so new
+ * handshakes get the new certificate while open connections keep theirs. Until the first credential
+ * is set, grpc-js drops every connection (no handshake with nothing to serve).
+ */
+export class ObserverServingCredentials extends grpc.ServerCredentials {
+  private currentCred: TlsCredential | undefined;
+
+  constructor(initial?: TlsCredential) {
+    // As createSsl(root, pair, true): the client certificate is required and verified against the root.
+    super({ requestCert: true, rejectUnauthorized: true }, initial ? ObserverServingCredentials.contextOptions(initial) : undefined);
+    this.currentCred = initial;
+  }
+
+  private static contextOptions(cred: TlsCredential): { ca: string; cert: string; key: string } {
+    const options = { ca: cred.rootCertPem, cert: cred.certPem, key: cred.keyPem };
+    try {
+      createSecureContext(options);
+    } catch (err) {
+      throw tlsError(`unusable Observer serving credential: ${errorMessage(err)}`, err);
+    }
+    return options;
+  }
+
+  /** The credential served to new connections, if any yet. */
+  get current(): TlsCredential | undefined {
+    return this.currentCred;
+  }
+
+  /** Serves `cred` to every new connection from now on; a credential Node's TLS refuses throws and changes nothing. */
+  update(cred: TlsCredential): void {
+    const options = ObserverServingCredentials.contextOptions(cred);
+    this.currentCred = cred;
+    this.updateSecureContextOptions(options);
+  }
+
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
 /** TLS server credentials that require a client certificate chaining to the root. */
-export function observerServerCredentials(tls: ObserverServerTls): grpc.ServerCredentials {
+export function observerServerCredentials(tls: ObserverServerTls): ObserverServingCredentials {
   if (tls.allowedIdentities.length === 0) throw tlsError('the Observer TLS allow-list is empty: no client could read');
-  return grpc.ServerCredentials.createSsl(Buffer.from(tls.rootCertPem), [{ cert_chain: Buffer.from(tls.certPem), private_key: Buffer.from(tls.keyPem) }], true);
+  return new ObserverServingCredentials(tls);
 }
 
 /**

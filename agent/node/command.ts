@@ -47,7 +47,8 @@ export const AGENT_USAGE = `usage: weft agent [options]
   --observer-address IP         the node address for --observer-tls (default $WEFT_NODE_IP)
   --observer-cert FILE, --observer-key FILE
                                 its serving credential (default observer-cert.pem, observer-key.pem beside
-                                --node-cert, or beside --root-cert with --ca-token)
+                                --node-cert; with --ca-token and neither flag, the controller signs one for
+                                spiffe://<td>/weft/node/<node>, renewed at half-life)
   --observer-allow SPIFFE-ID    a client identity that may read flows over TLS, repeatable
                                 (default the relay's, spiffe://<trust domain of --node-cert>/weft/relay)
   --observer-max-streams N      flow streams served at once; the next is refused (default ${DEFAULT_MAX_STREAMS})
@@ -144,10 +145,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const log = createLogger('agent', { ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const node = values.node ?? hostname();
   const drainSeconds = positiveInt(values['drain-seconds'], '--drain-seconds');
+  const rootCertPem = readFileSync(rootFile, 'utf8');
   const controller = new ControllerClient({
     address,
     node,
-    rootCertPem: readFileSync(rootFile, 'utf8'),
+    rootCertPem,
     ...(certFile && keyFile ? { certPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') } : {}),
     ...(tokenFile ? { tokenFile } : {}),
     log,
@@ -177,7 +179,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
     excludeOutboundPorts: ports(values['exclude-outbound-ports'], '--exclude-outbound-ports'),
     excludeInboundPorts: ports(values['exclude-inbound-ports'], '--exclude-inbound-ports'),
     observerPort: port(values['observer-port'], Ports.observer, '--observer-port'),
-    observer: observerServing(values, certFile ?? rootFile, rootFile),
+    // With a token the agent holds no files from the CA: its Observer certificate comes from the controller.
+    observer: observerServing(
+      values,
+      certFile ?? rootFile,
+      rootFile,
+      process.env,
+      tokenFile ? { signer: controller, node, rootCertPem, trustDomain: values['trust-domain'], log } : undefined,
+    ),
     metricsPort: port(values['metrics-port'], Ports.metrics, '--metrics-port'),
     flowRingSize: positiveInt(values['flow-ring-size'], '--flow-ring-size'),
     ...(values['flow-log']
