@@ -70,8 +70,9 @@ export const CniDefaults = {
   cniVersion: '1.0.0',
   /** How long ADD waits for the agent to attach capture (the plugin's own default is the same). */
   addTimeoutMs: 10_000,
-  /** Namespaces whose pods never wait for the agent: the cluster's own, which must start without it. */
-  excludeNamespaces: ['kube-system'] as readonly string[],
+  /** Namespaces whose pods never wait for the agent: the cluster's own and weft's (its controller and
+   * relay must start without an agent). */
+  excludeNamespaces: ['kube-system', 'weft-system'] as readonly string[],
   /** The interface the primary plugin creates in the pod (CNI_IFNAME). */
   ifName: 'eth0',
   /** Where the plugin is installed on a node, and where its conflist lives (Kubernetes' defaults). */

@@ -164,6 +164,8 @@ test('CA down across a rotation: the old certificate serves until it expires, fa
 test('a destination pod dying mid-stream: the client sees the close, the proxies free both sides, a flow records it', async (t) => {
   if (!requireLab(t, lab)) return;
   const victim = lab.pod('mesh/victim');
+  // The CA was just down (the test before): the victim's certificate may still be renewing.
+  await eventually('the victim reachable', async () => ((await echoes('mesh/client', `${victim.ip}:8080`)) ? true : undefined), 30_000);
   const activeBefore = (await agentAdminGet<{ proxies: Record<string, PodProxyStats> }>(lab.node('node-b').netnsPath, '/stats/capture')).proxies['mesh/victim']!.active;
   const hold = lab.exec('mesh/client', [process.execPath, join(FIXTURES, 'hold-conn.mjs'), '--target', `${victim.ip}:8080`, '--timeout', '20000'], { stdio: 'pipe' });
   await eventually('connection held', async () => {

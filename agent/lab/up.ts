@@ -9,6 +9,7 @@ import { nthAddress } from '../net/address.js';
 import { loadFiles } from '../registry/load.js';
 import { resourceKey } from '../registry/parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
+import { requireWeftCni } from '../system/cni.js';
 import { cgroup2Root } from '../system/mounts.js';
 import { findLeftovers, labDown } from './down.js';
 import { LabHandle } from './handle.js';
@@ -56,6 +57,7 @@ export async function labUp(files: readonly string[], opts: UpOptions = {}): Pro
     throw new WeftError(ErrorCodes.LAB_STATE, `lab "${name}" has leftovers of an earlier run (${leftovers.slice(0, 5).join(', ')}${leftovers.length > 5 ? ', …' : ''}); ${downFirst(name)}`);
   }
   lbObjectPath(); // throws now, before anything is created, if the load balancer is not built
+  requireWeftCni(); // likewise the CNI plugin every pod is created through
   const agents = opts.agents ?? true;
   if (agents && !existsSync(agentEntry())) throw new WeftError(ErrorCodes.LAB, `${agentEntry()} is missing: build with "npx tsc -p ." (or start the lab with --no-agents)`);
   if (agents) await requirePortFree('127.0.0.1', Ports.relay); // the relay's port: fail before creating anything
