@@ -175,6 +175,12 @@ test('a node certificate gets its own Observer certificate: serverAuth only, bou
   assert.equal(grpc.status[ok.code], 'OK', ok.details);
   assertObserverLeaf(ok.chain, 'node-a', own.keyPem);
 
+  // serverAuth only: the Observer certificate is no client credential toward the controller.
+  const asClient: IssuedCredential = { certPem: ok.chain[0]!, keyPem: own.keyPem, serial: '' };
+  const workloadCsr = (await createKeyAndCsr({ trustDomain: TD, namespace: AGENT_NS, serviceAccount: 'weft-agent' })).csrPem;
+  const misuse = await createCertificate(workloadCsr, { cert: asClient });
+  assert.equal(grpc.status[misuse.code], 'UNAUTHENTICATED', misuse.details);
+
   const other = await createCertificate((await nodeCsr('node-b')).csrPem, { cert: nodeA });
   assert.equal(grpc.status[other.code], 'PERMISSION_DENIED');
   assert.match(other.details, /node "node-a" may not obtain a certificate for spiffe:\/\/cluster\.local\/weft\/node\/node-b/);
@@ -345,4 +351,33 @@ test('the renewer renews at half-life by itself (a short certificate), and retri
   assert.equal(failures, 2, 'two failed attempts, retried');
   assert.equal(new Set(seen).size, 3);
   renewer.stop();
+});
+
+test('until the controller has signed, the TLS listener is bound but serves no handshake; then it serves', async () => {
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const signer = {
+    createCertificate: async (csrPem: string): Promise<string[]> => {
+      await released;
+      return ca.signObserverServingCsr(checkCsrRequest(csrPem), 'node-a', 600);
+    },
+  };
+  const renewer = new ObserverCertRenewer({ signer, trustDomain: TD, node: 'node-a', rootCertPem: ca.rootCertPem, log });
+  const store = new FlowStore(10, 'node-a');
+  store.add(makeFlow({ at: 0, uuid: 'only' }));
+  const observer = new ObserverServer({ store, nodeName: 'node-a', version: 't', log });
+  closers.push(() => observer.close());
+  const port = await freePort();
+  await observer.serve(port, { tls: { host: '127.0.0.2', allowedIdentities: [relaySpiffeUri(TD)], renewer } });
+  const relayTls: ObserverClientTls = { rootCertPem: ca.rootCertPem, certPem: relayCred.certPem, keyPem: relayCred.keyPem, serverIdentity: nodeObserverIdentity(TD, 'node-a') };
+  // Bound: the port is taken (nothing else can listen there), but a connection gets no handshake.
+  const squatter = createServer();
+  squatter.listen(port, '127.0.0.2');
+  const [err] = (await once(squatter, 'error')) as [NodeJS.ErrnoException];
+  assert.equal(err.code, 'EADDRINUSE');
+  await assert.rejects(servedSerial('127.0.0.2', port));
+  const first = once(renewer, 'credential');
+  release();
+  await first;
+  assert.deepEqual(flowsOf(await collect(new ObserverClient(`127.0.0.2:${port}`, relayTls))), ['only']);
 });
