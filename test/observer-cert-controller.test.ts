@@ -381,3 +381,23 @@ test('until the controller has signed, the TLS listener is bound but serves no h
   await first;
   assert.deepEqual(flowsOf(await collect(new ObserverClient(`127.0.0.2:${port}`, relayTls))), ['only']);
 });
+
+test('agent flags: with --ca-token the controller signs unless --observer-cert/--observer-key are given; the allow-list is still checked', async () => {
+  const signer = { createCertificate: async (): Promise<string[]> => [] };
+  const fromController = { signer, node: 'node-a', rootCertPem: ca.rootCertPem, trustDomain: TD, log };
+  const env = { WEFT_NODE_IP: '10.0.0.2' };
+  const root = join(tmp, 'flags-root.pem');
+  writeFileSync(root, ca.rootCertPem);
+  const fromCa = observerServing({ 'observer-tls': true }, root, root, env, fromController);
+  assert.ok(fromCa.tls && 'renewer' in fromCa.tls);
+  assert.equal(fromCa.tls.host, '10.0.0.2');
+  assert.equal(fromCa.tls.renewer.identity, nodeObserverIdentity(TD, 'node-a'));
+  // Without --observer-tls nothing is fetched; an allow-list entry that is no SPIFFE ID is a usage error.
+  assert.deepEqual(observerServing({}, root, root, {}, fromController), { maxStreams: 32 });
+  assert.throws(() => observerServing({ 'observer-tls': true, 'observer-allow': ['relay'] }, root, root, env, fromController), (err: WeftError) => err.code === ErrorCodes.USAGE);
+  // Files named explicitly win (the lab's way): read from disk, here missing, so a TLS error naming them.
+  assert.throws(
+    () => observerServing({ 'observer-tls': true, 'observer-cert': join(tmp, 'nope.pem'), 'observer-key': join(tmp, 'nope-key.pem') }, root, root, env, fromController),
+    (err: WeftError) => err.code === ErrorCodes.TLS && /nope\.pem/.test(err.message),
+  );
+});
