@@ -257,6 +257,36 @@ const fixtures: Record<string, () => KubeObject> = {
   EndpointSlice: () => slice('every-kind-x1', 'every-kind', '10.244.1.77'),
   AuthorizationPolicy: () => authz('every-kind', 'ALLOW', ['a']),
   PeerAuthentication: () => peerAuth('every-kind', 'STRICT'),
+  RequestAuthentication: () => ({
+    apiVersion: 'security.istio.io/v1',
+    kind: 'RequestAuthentication',
+    metadata: { name: 'every-kind', namespace: run },
+    spec: { jwtRules: [{ issuer: 'https://issuer.example', jwksUri: 'https://issuer.example/jwks.json' }] },
+  }),
+  Gateway: () => ({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'every-kind', namespace: run, labels: { 'istio.io/waypoint-for': 'service' } },
+    spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
+  }),
+  HTTPRoute: () => ({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name: 'every-kind', namespace: run },
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'every-kind', port: 80 }], rules: [{ backendRefs: [{ name: 'every-kind', port: 80 }] }] },
+  }),
+  DestinationRule: () => ({
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'DestinationRule',
+    metadata: { name: 'every-kind', namespace: run },
+    spec: { host: 'every-kind', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } } },
+  }),
+  VirtualService: () => ({
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'VirtualService',
+    metadata: { name: 'every-kind', namespace: run },
+    spec: { hosts: ['every-kind'], http: [{ route: [{ destination: { host: 'every-kind' } }] }] },
+  }),
 };
 
 test('add, update and delete of every kind the source reads reach the registry', async () => {

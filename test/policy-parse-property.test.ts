@@ -597,18 +597,16 @@ spec:
   );
 });
 
-test('RequestAuthentication is not a kind weft reads yet: refused by name, not guessed at', () => {
-  const r = parse(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt, namespace: shop}
+test('an Istio kind weft does not read (WasmPlugin) is refused by name, not guessed at', () => {
+  const r = parse(`apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: filter, namespace: shop}
 spec:
-  jwtRules:
-  - issuer: https://issuer.example
-    jwksUri: https://issuer.example/jwks
+  url: oci://example.com/filter:v1
 `);
   assert.equal(r.resources.length, 0);
   assert.equal(r.problems.length, 1);
   assert.equal(r.problems[0]!.field, 'kind');
   assert.equal(r.problems[0]!.line, 2);
-  assert.match(r.problems[0]!.reason, /unknown kind "RequestAuthentication"/);
+  assert.match(r.problems[0]!.reason, /unknown kind "WasmPlugin"/);
 });

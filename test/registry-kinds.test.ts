@@ -47,7 +47,21 @@ test('the table lists every kind once; unknown kinds and wrong apiVersions are r
   const { KINDS } = await import('../agent/registry/kinds.js');
   const kinds = KINDS.map((k) => k.kind);
   assert.equal(new Set(kinds).size, kinds.length, 'a kind appears twice');
-  assert.deepEqual(knownKinds(), ['AuthorizationPolicy', 'EndpointSlice', 'LabConfig', 'Namespace', 'Node', 'PeerAuthentication', 'Pod', 'Service']);
+  assert.deepEqual(knownKinds(), [
+    'AuthorizationPolicy',
+    'DestinationRule',
+    'EndpointSlice',
+    'Gateway',
+    'HTTPRoute',
+    'LabConfig',
+    'Namespace',
+    'Node',
+    'PeerAuthentication',
+    'Pod',
+    'RequestAuthentication',
+    'Service',
+    'VirtualService',
+  ]);
   for (const k of KINDS) assert.ok(k.apiVersions.length > 0, `${k.kind} accepts no apiVersion`);
 
   const unknown = parseDocuments('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n', 'u.yaml');

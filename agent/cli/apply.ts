@@ -8,7 +8,8 @@ import { loadFiles } from '../registry/load.js';
 import { problemAt, resourceKey } from '../registry/parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
 
-const USAGE = `usage: weft apply -f FILE... [--name LAB]     write AuthorizationPolicy / PeerAuthentication documents
+const USAGE = `usage: weft apply -f FILE... [--name LAB]     write AuthorizationPolicy, PeerAuthentication, RequestAuthentication,
+                                       Gateway, HTTPRoute, DestinationRule, VirtualService documents
        weft delete -f FILE... [--name LAB]    remove the objects named in FILE
 The lab name defaults to $WEFT_LAB or "weft". Pods, services, namespaces and nodes go through "weft lab apply".`;
 
@@ -30,7 +31,7 @@ function validated(files: readonly string[]): Array<WithSource<Resource>> {
   const problems: ConfigProblem[] = [];
   for (const r of resources) {
     if (!APPLIABLE_KINDS.has(r.kind)) {
-      problems.push(problemAt(r, ['kind'], `weft apply takes ${[...APPLIABLE_KINDS].join(' and ')}; a ${r.kind} needs "weft lab apply"`));
+      problems.push(problemAt(r, ['kind'], `weft apply takes ${[...APPLIABLE_KINDS].join(', ')}; a ${r.kind} needs "weft lab apply"`));
     }
   }
   if (problems.length) throw new ConfigError(problems);

@@ -8,7 +8,15 @@ import { stripSource } from '../registry/parse.js';
 import type { Resource, WithSource } from '../registry/types.js';
 
 /** Kinds `weft apply` writes; the others need the lab to create something (`weft lab apply`). */
-export const APPLIABLE_KINDS: ReadonlySet<string> = new Set(['AuthorizationPolicy', 'PeerAuthentication']);
+export const APPLIABLE_KINDS: ReadonlySet<string> = new Set([
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+  'RequestAuthentication',
+  'Gateway',
+  'HTTPRoute',
+  'DestinationRule',
+  'VirtualService',
+]);
 
 export function appliedFileName(r: Resource): string {
   const parts = ['applied', r.kind.toLowerCase(), ...(r.metadata.namespace !== undefined ? [r.metadata.namespace] : []), r.metadata.name];

@@ -5,6 +5,16 @@
 import type { Resource } from './types.js';
 import { validateEndpointSlice, validateLabConfig, validateNamespace, validateNode, validatePod, validateService } from './core-kinds.js';
 import { POLICY_API_VERSIONS, validateAuthorizationPolicy, validatePeerAuthentication } from './policy-kinds.js';
+import {
+  GATEWAY_API_VERSIONS,
+  ISTIO_NETWORKING_API_VERSIONS,
+  REQUEST_AUTHN_API_VERSIONS,
+  validateDestinationRule,
+  validateGateway,
+  validateHTTPRoute,
+  validateRequestAuthentication,
+  validateVirtualService,
+} from './waypoint-kinds.js';
 import type { ObjectMeta } from './meta.js';
 import type { DocContext, Json } from './validators.js';
 
@@ -28,6 +38,12 @@ export const KINDS: readonly KindSpec[] = [
   { kind: 'LabConfig', apiVersions: ['weft.io/v1alpha1'], namespaced: false, name: 'dns1123-label', validate: validateLabConfig },
   { kind: 'AuthorizationPolicy', apiVersions: POLICY_API_VERSIONS, namespaced: true, name: 'dns1123-label', validate: validateAuthorizationPolicy },
   { kind: 'PeerAuthentication', apiVersions: POLICY_API_VERSIONS, namespaced: true, name: 'dns1123-label', validate: validatePeerAuthentication },
+  // The waypoint's kinds (L7 policy, routing, resilience), as Istio and Gateway API spell them.
+  { kind: 'RequestAuthentication', apiVersions: REQUEST_AUTHN_API_VERSIONS, namespaced: true, name: 'dns1123-label', validate: validateRequestAuthentication },
+  { kind: 'Gateway', apiVersions: GATEWAY_API_VERSIONS, namespaced: true, name: 'dns1123-subdomain', validate: validateGateway },
+  { kind: 'HTTPRoute', apiVersions: GATEWAY_API_VERSIONS, namespaced: true, name: 'dns1123-subdomain', validate: validateHTTPRoute },
+  { kind: 'DestinationRule', apiVersions: ISTIO_NETWORKING_API_VERSIONS, namespaced: true, name: 'dns1123-subdomain', validate: validateDestinationRule },
+  { kind: 'VirtualService', apiVersions: ISTIO_NETWORKING_API_VERSIONS, namespaced: true, name: 'dns1123-subdomain', validate: validateVirtualService },
 ];
 
 const byKind: ReadonlyMap<string, KindSpec> = new Map(KINDS.map((k) => [k.kind, k]));

@@ -27,7 +27,7 @@ const TOP = ['apiVersion', 'kind', 'metadata', 'spec'];
 const TOLERATED_TOP = ['status'];
 
 /** A sequence of non-empty strings, each checked by `item` (which returns a reason when invalid). */
-function checkValues(ctx: DocContext, path: PathSeg[], v: Json, item?: (s: string) => string | undefined): string[] | undefined {
+export function checkValues(ctx: DocContext, path: PathSeg[], v: Json, item?: (s: string) => string | undefined): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) {
     ctx.add(path, `must be a sequence of strings, got ${describe(v)}`);
@@ -57,14 +57,14 @@ function checkValues(ctx: DocContext, path: PathSeg[], v: Json, item?: (s: strin
   return ok ? out : undefined;
 }
 
-function checkSelector(ctx: DocContext, path: PathSeg[], v: Json): WorkloadSelector | undefined {
+export function checkSelector(ctx: DocContext, path: PathSeg[], v: Json): WorkloadSelector | undefined {
   const o = checkObject(ctx, path, v, ['matchLabels']);
   if (!o) return undefined;
   const matchLabels = checkStringMap(ctx, [...path, 'matchLabels'], o.matchLabels, 'selector');
   return matchLabels && Object.keys(matchLabels).length ? { matchLabels } : {};
 }
 
-function checkTargetRefs(ctx: DocContext, path: PathSeg[], v: Json): PolicyTargetReference[] | undefined {
+export function checkTargetRefs(ctx: DocContext, path: PathSeg[], v: Json): PolicyTargetReference[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) {
     ctx.add(path, `must be a sequence, got ${describe(v)}`);
@@ -151,7 +151,7 @@ function checkCondition(ctx: DocContext, path: PathSeg[], v: Json): AuthzConditi
 }
 
 /** `from`/`to`/`when`: a sequence whose items are checked by `item`. */
-function checkList<T>(ctx: DocContext, path: PathSeg[], v: Json, item: (p: PathSeg[], x: Json) => T | undefined): T[] | undefined {
+export function checkList<T>(ctx: DocContext, path: PathSeg[], v: Json, item: (p: PathSeg[], x: Json) => T | undefined): T[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) {
     ctx.add(path, `must be a sequence, got ${describe(v)}`);

@@ -4,9 +4,11 @@
 // re-exported from the layers below it (meta.ts ← policy-types.ts ← types.ts; never the reverse).
 import type { ObjectMeta } from './meta.js';
 import type { AuthorizationPolicyResource, PeerAuthenticationResource } from './policy-types.js';
+import type { WaypointResource } from './waypoint-types.js';
 
 export type { ObjectMeta, SourceRef, WithSource } from './meta.js';
 export type * from './policy-types.js';
+export type * from './waypoint-types.js';
 
 /** weft's own small kind for lab nodes (apiVersion weft.io/v1alpha1). */
 export interface NodeResource {
@@ -134,7 +136,8 @@ export type Resource =
   | ServiceResource
   | LabConfigResource
   | AuthorizationPolicyResource
-  | PeerAuthenticationResource;
+  | PeerAuthenticationResource
+  | WaypointResource;
 
 /** Enrollment labels, as in Istio ambient; `weft.io/dataplane-mode` is our alias. */
 export const DataplaneModeLabels = ['istio.io/dataplane-mode', 'weft.io/dataplane-mode'] as const;
