@@ -394,6 +394,9 @@ test('HTTPRoute: matches, regular expressions, filters, weights, timeouts and re
   refused(edit(HTTPROUTE, 'value: "^v[0-9]+$"', 'value: "^(v)\\\\1$"'), 'spec.rules[0].matches[0].headers[1].value', 23, /backreferences/);
   refused(edit(HTTPROUTE, 'value: "^v[0-9]+$"', `value: "${'a'.repeat(1100)}"`), 'spec.rules[0].matches[0].headers[1].value', 23, /longer than/);
   refused(edit(HTTPROUTE, 'value: /reviews/1', 'value: reviews/1'), 'spec.rules[0].matches[0].path.value', 17, /absolute path/);
+  refused(edit(HTTPROUTE, 'value: /reviews/1', 'value: /reviews/1?x=1'), 'spec.rules[0].matches[0].path.value', 17, /no "\?" or "#"/);
+  refused(edit(HTTPROUTE, 'value: /reviews/1', 'value: /reviews/../admin'), 'spec.rules[0].matches[0].path.value', 17, /dot segments|"\/\.\.\/"/);
+  refused(edit(HTTPROUTE, '      - type: RegularExpression\n        name: x-build', '      - type: RegularExpression\n        name: end-user'), 'spec.rules[0].matches[0].headers[1].name', 22, /matched more than once/);
   refused(edit(HTTPROUTE, 'type: Exact', 'type: Prefix'), 'spec.rules[0].matches[0].path.type', 16, /not one of Exact, PathPrefix, RegularExpression/);
   refused(edit(HTTPROUTE, 'method: GET', 'method: get'), 'spec.rules[0].matches[0].method', 27, /not one of GET/);
   refused(edit(HTTPROUTE, '    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        remove: [server]\n', '    - type: ExtensionRef\n      extensionRef: {group: x.io, kind: F, name: f}\n'), 'spec.rules[0].filters[1].type', 37, /filter type "ExtensionRef" is not supported/);
@@ -443,10 +446,10 @@ test('prototype keys in any mapping are plain data or refused; nothing reaches O
 });
 
 test('regular expressions: the bound holds on hostile patterns', () => {
-  for (const bad of ['(a+)+$', '(a*)*b', '((ab)+c)+', '(x+x+)+y', '(?=a)a', '(?<!a)b', '\\k<n>(?<n>a)', '(a|aa){2,}+']) {
+  for (const bad of ['(a+)+$', '(a*)*b', '((ab)+c)+', '(x+x+)+y', '(?=a)a', '(?<!a)b', '\\k<n>(?<n>a)', '(a|aa){2,}+', '(a|aa)+$', '(?:x|y*)*z']) {
     assert.ok(regexProblem(bad), `refused: ${bad}`);
   }
-  for (const good of ['^/api/v[12]/.*$', '^v[0-9]+$', '(foo|bar)+', '[(+*]+', '\\(a+\\)+', '^/users/[0-9]{1,6}/?$']) {
+  for (const good of ['^/api/v[12]/.*$', '^v[0-9]+$', '^/(foo|bar)/[0-9]+$', '(ab)+', '[(+*]+', '\\(a+\\)+', '^/users/[0-9]{1,6}/?$']) {
     assert.equal(regexProblem(good), undefined, `accepted: ${good}`);
   }
 });

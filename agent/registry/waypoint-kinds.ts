@@ -58,6 +58,7 @@ export const GATEWAY_LIMITS = {
   headerName: 256,
   maxWeight: 1_000_000,
 } as const;
+const INT32 = 2_147_483_647;
 /** The longest regular expression a route may carry. */
 export const MAX_REGEX_LENGTH = 1024;
 
@@ -69,6 +70,8 @@ export const LOAD_BALANCERS: readonly LoadBalancerSimple[] = ['UNSPECIFIED', 'RA
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const HOSTNAME = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const PROTOCOL = /^(?:[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9]+)$/;
+// Gateway API's character rule for Exact and PathPrefix values.
+const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
 const GATEWAY_DURATION = /^([0-9]{1,5}(h|m|s|ms)){1,4}$/;
 const GATEWAY_DURATION_PART = /([0-9]{1,5})(h|ms|m|s)/g;
 // Istio's durations are Go's (`5s`, `1.5s`, `100ms`, `1h30m`).
@@ -94,9 +97,9 @@ export function parseIstioDurationMs(text: string): number | undefined {
 
 /**
  * Why `source` is not a regular expression a route may carry, or undefined. It must compile, stay
- * within MAX_REGEX_LENGTH, and use no backreference, lookaround or quantified group that itself
- * repeats (`(a+)+`): the constructs that make a backtracking matcher take exponential time, and that
- * RE2 (Envoy's engine, which Istio's users write for) refuses or never needs.
+ * within MAX_REGEX_LENGTH, and use no backreference or lookaround (which RE2, Envoy's engine that
+ * Istio's users write for, refuses) and no quantified group that itself repeats or has alternatives
+ * (`(a+)+`, `(a|aa)+`: RE2 runs them in linear time, a backtracking matcher in exponential time).
  */
 export function regexProblem(source: string): string | undefined {
   if (source.length > MAX_REGEX_LENGTH) return `regular expression is longer than ${MAX_REGEX_LENGTH} characters`;
@@ -109,13 +112,17 @@ export function regexProblem(source: string): string | undefined {
   }
   if (/\\[1-9]|\\k</.test(source)) return 'regular expression must not use backreferences (unbounded matching time)';
   if (/\(\?<?[=!]/.test(source)) return 'regular expression must not use lookaround (unbounded matching time)';
-  if (nestedQuantifier(source)) return 'regular expression repeats a group that itself repeats, such as (a+)+ (unbounded matching time)';
+  if (ambiguousRepeat(source)) return 'regular expression repeats a group that itself repeats or has alternatives, such as (a+)+ or (a|aa)+ (unbounded matching time)';
   return undefined;
 }
 
-/** Does a quantified group contain a quantifier (`(a+)*`, `(?:x*y){2,}`)? Scans once, no regex on the input. */
-function nestedQuantifier(s: string): boolean {
-  const stack: boolean[] = [];
+/**
+ * Does a repeated group hold a repetition or alternatives (`(a+)*`, `(?:x*y){2,}`, `(a|aa)+`)? Those are
+ * the shapes that make a backtracking matcher try exponentially many ways. Scans once; being strict
+ * refuses a few harmless patterns too (`(GET|POST)+`), never an unbounded one of these shapes.
+ */
+function ambiguousRepeat(s: string): boolean {
+  const stack: Array<{ rep: boolean; alt: boolean }> = [];
   let inClass = false;
   for (let i = 0; i < s.length; i++) {
     const c = s[i]!;
@@ -127,16 +134,20 @@ function nestedQuantifier(s: string): boolean {
       if (c === ']') inClass = false;
       continue;
     }
+    const top = stack[stack.length - 1];
     if (c === '[') inClass = true;
-    else if (c === '(') stack.push(false);
-    else if (c === ')') {
-      const inner = stack.pop() ?? false;
+    else if (c === '(') stack.push({ rep: false, alt: false });
+    else if (c === '|') {
+      if (top) top.alt = true;
+    } else if (c === ')') {
+      const inner = stack.pop() ?? { rep: false, alt: false };
       const next = s[i + 1];
       const quantified = next === '*' || next === '+' || next === '{';
-      if (inner && quantified) return true;
+      if (quantified && (inner.rep || inner.alt)) return true;
       // The group counts as repeating inside its parent when it is itself quantified or holds one.
-      if ((inner || quantified) && stack.length) stack[stack.length - 1] = true;
-    } else if ((c === '*' || c === '+' || c === '{') && stack.length) stack[stack.length - 1] = true;
+      const parent = stack[stack.length - 1];
+      if (parent && (inner.rep || quantified)) parent.rep = true;
+    } else if ((c === '*' || c === '+' || c === '{') && top) top.rep = true;
   }
   return false;
 }
@@ -451,8 +462,8 @@ function checkPathValue(ctx: DocContext, path: PathSeg[], type: PathMatchType, v
   if (!s.startsWith('/')) why = 'must be an absolute path (start with "/")';
   else if (s.includes('//')) why = 'must not contain "//"';
   else if (/\/\.\.?(\/|$)/.test(s)) why = 'must not contain "/./" or "/../" segments';
-  else if (/[#?]/.test(s)) why = 'must not contain "#" or "?"';
   else if (/%2f/i.test(s)) why = 'must not contain "%2f" or "%2F"';
+  else if (!PATH_CHARS.test(s)) why = 'must contain only path characters (RFC 3986: letters, digits, -._~!$&\'()*+,;=:@/ and %XX escapes; no "?" or "#")';
   if (why) {
     ctx.add(path, `${quote(s)} ${why}`);
     return undefined;
@@ -469,13 +480,13 @@ function checkNameValueMatches(ctx: DocContext, path: PathSeg[], v: Json, what: 
     const name = what === 'header' ? checkHeaderName(ctx, [...p, 'name'], o.name) : checkString(ctx, [...p, 'name'], o.name, { required: true, maxLength: 256, pattern: HEADER_NAME, patternReason: 'is not a valid query parameter name' });
     const value = type === undefined ? undefined : checkRouteValue(ctx, [...p, 'value'], type, o.value, 4096);
     if (name !== undefined) {
-      // Header names are case-insensitive, query parameter names are not (Gateway API).
-      const k = what === 'header' ? name.toLowerCase() : name;
-      if (names.has(k)) {
+      // The API server keys these lists by name: the same name twice is refused. (Names differing only
+      // in case are allowed; Gateway API says the first one counts, which the waypoint must honour.)
+      if (names.has(name)) {
         ctx.add([...p, 'name'], `${what} ${quote(name)} is matched more than once`);
         return undefined;
       }
-      names.add(k);
+      names.add(name);
     }
     return type === undefined || name === undefined || value === undefined ? undefined : { type, name, value };
   });
@@ -699,8 +710,8 @@ function checkHTTPRouteRule(ctx: DocContext, path: PathSeg[], v: Json): HTTPRout
     if (request !== undefined && backendRequest !== undefined) {
       const r = parseGatewayDurationMs(request)!;
       const b = parseGatewayDurationMs(backendRequest)!;
-      // Gateway API: backendRequest must not exceed request (0s means no timeout).
-      if (r !== 0 && (b === 0 || b > r)) ctx.add([...path, 'timeouts', 'backendRequest'], `${quote(backendRequest)} must not be longer than request (${quote(request)})`);
+      // Gateway API's rule: backendRequest must not exceed request, unless request is 0s (no timeout).
+      if (r !== 0 && b > r) ctx.add([...path, 'timeouts', 'backendRequest'], `${quote(backendRequest)} must not be longer than request (${quote(request)})`);
     }
     timeouts = {};
     if (request !== undefined) timeouts.request = request;
@@ -709,7 +720,7 @@ function checkHTTPRouteRule(ctx: DocContext, path: PathSeg[], v: Json): HTTPRout
   let retry: HTTPRouteRule['retry'];
   const ro = checkObject(ctx, [...path, 'retry'], o.retry, ['attempts', 'codes', 'backoff']);
   if (ro) {
-    const attempts = checkInt(ctx, [...path, 'retry', 'attempts'], ro.attempts, { min: 0, max: 1000 });
+    const attempts = checkInt(ctx, [...path, 'retry', 'attempts'], ro.attempts, { min: 0, max: INT32 });
     const codes = checkList(ctx, [...path, 'retry', 'codes'], ro.codes, (p, x) => checkInt(ctx, p, x, { min: 400, max: 599, required: true }));
     const backoff = checkGatewayDuration(ctx, [...path, 'retry', 'backoff'], ro.backoff);
     retry = {};
@@ -749,7 +760,6 @@ export function validateHTTPRoute(ctx: DocContext, raw: Record<string, Json>, me
 
 // ---- DestinationRule ---------------------------------------------------------------------------
 
-const INT32 = 2_147_483_647;
 
 function checkConnectionPool(ctx: DocContext, path: PathSeg[], v: Json): ConnectionPool | undefined {
   const o = checkObject(ctx, path, v, ['tcp', 'http']);
@@ -898,7 +908,7 @@ function checkVirtualServiceRoute(ctx: DocContext, path: PathSeg[], v: Json): Vi
     const r = checkObject(ctx, p, x, ['destination', 'weight'], { required: true });
     if (!r) return undefined;
     const dest = checkObject(ctx, [...p, 'destination'], r.destination, ['host', 'subset', 'port'], { required: true });
-    const weight = checkInt(ctx, [...p, 'weight'], r.weight, { min: 0, max: 100 });
+    const weight = checkInt(ctx, [...p, 'weight'], r.weight, { min: 0, max: INT32 });
     if (!dest) return undefined;
     const host = checkIstioHost(ctx, [...p, 'destination', 'host'], dest.host);
     const subset = checkString(ctx, [...p, 'destination', 'subset'], dest.subset);
