@@ -408,7 +408,11 @@ test('HTTPRoute: matches, regular expressions, filters, weights, timeouts and re
   refused(edit(HTTPROUTE, '  - group: ""\n    kind: Service', '  - group: apps\n    kind: Deployment'), 'spec.parentRefs[0]', 8, /Gateway .* or a Service/);
   refused(edit(HTTPROUTE, 'requestRedirect: {scheme: https, statusCode: 301', 'requestRedirect: {scheme: https, statusCode: 404'), 'spec.rules[2].filters[0].requestRedirect.statusCode', 78, /301, 302/);
   refused(edit(HTTPROUTE, '    - path: {type: PathPrefix, value: /old}', '    - path: {type: Exact, value: /old}\n    backendRefs: [{name: x, port: 1}]'), 'spec.rules[2].backendRefs', 76, /RequestRedirect filter must not have backendRefs/);
-  refused(edit(HTTPROUTE, '    - path:\n        value: /legacy', '    - path:\n        type: Exact\n        value: /legacy'), 'spec.rules[1].filters', 64, /ReplacePrefixMatch needs every match/);
+  refused(edit(HTTPROUTE, '    - path:\n        value: /legacy', '    - path:\n        type: Exact\n        value: /legacy'), 'spec.rules[1].filters', 64, /ReplacePrefixMatch needs exactly one match/);
+  refused(edit(HTTPROUTE, '    - path:\n        value: /legacy', '    - path:\n        value: /legacy\n    - method: GET'), 'spec.rules[1].filters', 64, /ReplacePrefixMatch needs exactly one match/);
+  refused(edit(HTTPROUTE, '  - backendRefs:\n    - name: reviews-v1', '  - name: tail\n    backendRefs:\n    - name: reviews-v1').replace('  - matches:\n    - path: {type: PathPrefix', '  - name: tail\n    matches:\n    - path: {type: PathPrefix'), 'spec.rules[3].name', 80, /used more than once/);
+  const many = Array.from({ length: 9 }, (_, i) => `  - matches: [${Array.from({ length: 15 }, (_, j) => `{path: {value: /r${i}m${j}}}`).join(', ')}]\n    backendRefs: [{name: b, port: 80}]\n`).join('');
+  refused(edit(HTTPROUTE, '  - backendRefs:\n    - name: reviews-v1', `${many}  - backendRefs:\n    - name: reviews-v1`), 'spec.rules', 13, /140 matches in all/);
   refused(edit(HTTPROUTE, '      requestHeaderModifier:', '      responseHeaderModifier: {remove: [a]}\n      requestHeaderModifier:'), 'spec.rules[0].filters[0].responseHeaderModifier', 33, /must not be set for a RequestHeaderModifier filter/);
   refused(edit(HTTPROUTE, '      - name: end-user', '      - name: "end user"'), 'spec.rules[0].matches[0].headers[0].name', 19, /header name/);
 });

@@ -47,6 +47,7 @@ const GATEWAY_GROUP = 'gateway.networking.k8s.io';
 export const GATEWAY_LIMITS = {
   rules: 16,
   matches: 64,
+  totalMatches: 128,
   filters: 16,
   backendRefs: 16,
   parentRefs: 32,
@@ -478,7 +479,8 @@ function checkNameValueMatches(ctx: DocContext, path: PathSeg[], v: Json, what: 
     if (!o) return undefined;
     const type = (checkString(ctx, [...p, 'type'], o.type, { oneOf: ['Exact', 'RegularExpression'] }) ?? (o.type == null ? 'Exact' : undefined)) as ValueMatchType | undefined;
     const name = what === 'header' ? checkHeaderName(ctx, [...p, 'name'], o.name) : checkString(ctx, [...p, 'name'], o.name, { required: true, maxLength: 256, pattern: HEADER_NAME, patternReason: 'is not a valid query parameter name' });
-    const value = type === undefined ? undefined : checkRouteValue(ctx, [...p, 'value'], type, o.value, 4096);
+    // Gateway API: header values up to 4096 characters, query parameter values up to 1024.
+    const value = type === undefined ? undefined : checkRouteValue(ctx, [...p, 'value'], type, o.value, what === 'header' ? 4096 : 1024);
     if (name !== undefined) {
       // The API server keys these lists by name: the same name twice is refused. (Names differing only
       // in case are allowed; Gateway API says the first one counts, which the waypoint must honour.)
@@ -670,7 +672,7 @@ function checkFilters(ctx: DocContext, path: PathSeg[], v: Json): HTTPRouteFilte
   const filters = checkBoundedList(ctx, path, v, GATEWAY_LIMITS.filters, (p, x) => checkFilter(ctx, p, x));
   if (!filters) return undefined;
   // Gateway API: each of these at most once; RequestRedirect and URLRewrite not together.
-  for (const once of ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite', 'CORS']) {
+  for (const once of ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite']) {
     if (filters.filter((f) => f.type === once).length > 1) ctx.add(path, `${once} may appear at most once`);
   }
   if (filters.some((f) => f.type === 'RequestRedirect') && filters.some((f) => f.type === 'URLRewrite')) ctx.add(path, 'RequestRedirect and URLRewrite cannot be used together');
@@ -696,11 +698,12 @@ function checkHTTPRouteRule(ctx: DocContext, path: PathSeg[], v: Json): HTTPRout
   if (filters?.some((f) => f.type === 'RequestRedirect') && Array.isArray(o.backendRefs) && o.backendRefs.length > 0) {
     ctx.add([...path, 'backendRefs'], 'a rule with a RequestRedirect filter must not have backendRefs', true);
   }
-  const usesPrefixReplace = filters?.some(
-    (f) => (f.type === 'URLRewrite' && f.urlRewrite.path?.type === 'ReplacePrefixMatch') || (f.type === 'RequestRedirect' && f.requestRedirect.path?.type === 'ReplacePrefixMatch'),
-  );
-  if (usesPrefixReplace && matches && matches.some((m) => m.path?.type !== 'PathPrefix')) {
-    ctx.add([...path, 'filters'], 'ReplacePrefixMatch needs every match of the rule to be a PathPrefix match', true);
+  const prefixReplace = (fs: readonly HTTPRouteFilter[] | undefined): boolean =>
+    fs?.some((f) => (f.type === 'URLRewrite' && f.urlRewrite.path?.type === 'ReplacePrefixMatch') || (f.type === 'RequestRedirect' && f.requestRedirect.path?.type === 'ReplacePrefixMatch')) ?? false;
+  // Gateway API: a ReplacePrefixMatch (in the rule's filters or a backendRef's) needs exactly one match, a PathPrefix one.
+  const effective = matches && matches.length ? matches : [{ path: { type: 'PathPrefix' } }];
+  if ((prefixReplace(filters) || backendRefs?.some((b) => prefixReplace(b.filters))) && matches && (effective.length !== 1 || effective[0]!.path?.type !== 'PathPrefix')) {
+    ctx.add([...path, 'filters'], 'ReplacePrefixMatch needs exactly one match in the rule, a PathPrefix match', true);
   }
   let timeouts: HTTPRouteRule['timeouts'];
   const to = checkObject(ctx, [...path, 'timeouts'], o.timeouts, ['request', 'backendRequest']);
@@ -750,6 +753,16 @@ export function validateHTTPRoute(ctx: DocContext, raw: Record<string, Json>, me
         : checkValues(ctx, ['spec', 'hostnames'], s.hostnames, (h) => (h.length <= 253 && HOSTNAME.test(h) ? undefined : `${quote(h)} is not a valid hostname`));
     // Gateway API's default: one rule that matches everything.
     const rules = s.rules == null ? [{ matches: [{ path: { type: 'PathPrefix', value: '/' } }] } satisfies HTTPRouteRule] : checkBoundedList(ctx, ['spec', 'rules'], s.rules, GATEWAY_LIMITS.rules, (p, x) => checkHTTPRouteRule(ctx, p, x));
+    if (rules) {
+      const total = rules.reduce((n, r) => n + r.matches.length, 0);
+      if (total > GATEWAY_LIMITS.totalMatches) ctx.add(['spec', 'rules'], `has ${total} matches in all; Gateway API allows at most ${GATEWAY_LIMITS.totalMatches} per route`, true);
+      const names = new Set<string>();
+      rules.forEach((r, i) => {
+        if (r.name === undefined) return;
+        if (names.has(r.name)) ctx.add(['spec', 'rules', i, 'name'], `rule name ${quote(r.name)} is used more than once`);
+        names.add(r.name);
+      });
+    }
     if (parentRefs) out.parentRefs = parentRefs;
     if (hostnames) out.hostnames = hostnames;
     if (rules) out.rules = rules;
