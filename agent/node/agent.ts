@@ -119,6 +119,9 @@ export class NodeAgent {
   private state = new ClusterState([]);
   private trustDomain: string;
   private readonly proxies = new Map<string, PodProxy>();
+  /** The same proxies by pod IP and by netns cookie (looked up per connection and per event). */
+  private readonly proxiesByIp = new Map<string, PodProxy>();
+  private readonly proxiesByCookie = new Map<bigint, PodProxy>();
   /** Proxies being started, by pod key (each pod starts on its own: one slow pod stalls no other). */
   private readonly starting = new Map<string, Promise<void>>();
   /** Pods that could not be enrolled, and why (kept PENDING: fail closed; retried). */
@@ -265,9 +268,25 @@ export class NodeAgent {
     log.info({ node: this.options.node, pods: [...this.proxies.keys()], uptimeMs: Math.round(process.uptime() * 1000) }, 'agent ready');
   }
 
+  /** Per capture event and per same-node connection: by index, not by walking every proxy. */
   private podOfCookie(cookie: bigint): Workload | undefined {
-    for (const p of this.proxies.values()) if (p.cookie === cookie) return p.workload;
-    return undefined;
+    return this.proxiesByCookie.get(cookie)?.workload;
+  }
+
+  private addProxy(key: string, proxy: PodProxy): void {
+    this.proxies.set(key, proxy);
+    this.proxiesByIp.set(proxy.workload.ip, proxy);
+    this.proxiesByCookie.set(proxy.cookie, proxy);
+  }
+
+  /** Stop a pod's proxy (if it has one) and forget it. */
+  private dropProxy(key: string): void {
+    const proxy = this.proxies.get(key);
+    if (!proxy) return;
+    proxy.stop();
+    this.proxies.delete(key);
+    if (this.proxiesByIp.get(proxy.workload.ip) === proxy) this.proxiesByIp.delete(proxy.workload.ip);
+    if (this.proxiesByCookie.get(proxy.cookie) === proxy) this.proxiesByCookie.delete(proxy.cookie);
   }
 
   /** Once a second: kernel ring losses into the stream, and the gauges that have no event. */
@@ -302,7 +321,11 @@ export class NodeAgent {
       rootNamespace: this.options.rootNamespace,
     });
     // While taking over, the running agent still serves: nothing here may touch capture yet.
-    if (!this.takingOver) this.reconcile();
+    if (this.takingOver) return;
+    this.reconcile();
+    // Policies (or the workloads they select) may have changed: live connections the new state
+    // denies are closed. Only here — a pod's ADD or DEL changes no policy.
+    for (const proxy of this.proxies.values()) proxy.reauthorize();
   }
 
   /** Pod channel ADD: capture is attached (or the pod found not enrolled) before this resolves. */
@@ -421,10 +444,6 @@ export class NodeAgent {
     return out;
   }
 
-  private proxyByIp(ip: string): PodProxy | undefined {
-    for (const p of this.proxies.values()) if (p.workload.ip === ip) return p;
-    return undefined;
-  }
 
   /**
    * Bring capture, certificates and in-pod proxies in line with this node's pods. Synchronous: each
@@ -460,8 +479,7 @@ export class NodeAgent {
     for (const [key, proxy] of this.proxies) {
       const w = want.get(key);
       if (w && w.ip === proxy.workload.ip && w.netns === proxy.workload.netns && w.serviceAccount === proxy.workload.serviceAccount) continue;
-      proxy.stop();
-      this.proxies.delete(key);
+      this.dropProxy(key);
     }
     for (const [key, d] of this.decisions) {
       if (d.kind === 'release') {
@@ -477,8 +495,6 @@ export class NodeAgent {
     } catch (err) {
       log.error({ err: errorMessage(err) }, 'could not update the splice destinations');
     }
-    // Policy may have changed: existing connections it now denies are closed.
-    for (const proxy of this.proxies.values()) proxy.reauthorize();
   }
 
   /** Capture a pod's traffic, PENDING until its proxy is ready. Idempotent; false when impossible. */
@@ -502,9 +518,7 @@ export class NodeAgent {
 
   /** The pod left the mesh (or the node): its proxy stops and capture is removed, last. */
   private release(key: string): void {
-    const proxy = this.proxies.get(key);
-    proxy?.stop();
-    this.proxies.delete(key);
+    this.dropProxy(key);
     const held = this.captured.get(key);
     if (!held) return;
     this.captured.delete(key);
@@ -532,7 +546,7 @@ export class NodeAgent {
       log: this.options.log,
       flows: (e) => this.flows.connection(e),
       fastPaths: () => this.fastPaths,
-      localProxy: (ip) => this.proxyByIp(ip),
+      localProxy: (ip) => this.proxiesByIp.get(ip),
     }, inherited).then(
       (proxy) => {
         this.starting.delete(key);
@@ -541,7 +555,7 @@ export class NodeAgent {
           proxy.stop(); // the pod changed while its proxy started
           return;
         }
-        this.proxies.set(key, proxy);
+        this.addProxy(key, proxy);
         this.failed.delete(key);
         this.datapath.setSpliceDestinations(this.localDestinations());
       },
@@ -706,6 +720,8 @@ export class NodeAgent {
     // After a hand-over the pods are the new agent's: leave their capture READY.
     for (const p of this.proxies.values()) p.shutdown({ keepCapture: this.handedOver });
     this.proxies.clear();
+    this.proxiesByIp.clear();
+    this.proxiesByCookie.clear();
     this.pool.close();
     this.identities.close();
     this.readiness.close();

@@ -24,8 +24,9 @@ export class ConnectionManager {
     private readonly log: Logger,
   ) {}
 
-  /** Count a socket as live until it closes. */
+  /** Count a socket as live until it closes (once, however often it is handed in). */
   track(s: Duplex): void {
+    if (this.sockets.has(s)) return;
     this.sockets.add(s);
     this.stats.active = this.sockets.size;
     s.once('close', () => {

@@ -47,8 +47,8 @@ struct {
 } weft_listeners SEC(".maps");
 
 /* Connections the proxy is opening to an app from the client's address: never steered inbound.
- * Keyed by the whole connection and the pod's netns, so an entry lets exactly one connection
- * through; sockops removes it once the app has accepted, the agent when the connect failed. LRU, so
+ * Keyed by the whole connection (the app's pod IP names its netns: sk_lookup has no netns cookie),
+ * so an entry lets exactly one connection through; sockops removes it once the app has accepted, the agent when the connect failed. LRU, so
  * entries of an agent that died mid-connect cannot fill it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
