@@ -63,14 +63,27 @@ const isName = (v: unknown): v is string => typeof v === 'string' && NAME.test(v
 const isLabels = (v: unknown): v is Record<string, string> =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string');
 
-/** Validate an ADD request body; a WEFT_ERR_USAGE error names the field. */
-export function parseAdd(body: unknown): LocalPod {
+const isContainerId = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9_.-]{1,256}$/.test(v);
+
+/** Validate the pod a request names (every request has it); a WEFT_ERR_USAGE error names the field. */
+function parseRef(body: unknown): PodRef & { body: Record<string, unknown> } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new WeftError(ErrorCodes.USAGE, 'the request body must be a JSON object');
   const b = body as Record<string, unknown>;
-  const pod: LocalPod = {
+  return {
+    body: b,
     namespace: field(b, 'podNamespace', isName, 'a Kubernetes namespace name'),
     name: field(b, 'podName', isName, 'a Kubernetes pod name'),
-    containerId: field(b, 'containerId', (v): v is string => typeof v === 'string' && /^[A-Za-z0-9_.-]{1,256}$/.test(v), 'a container id'),
+    containerId: field(b, 'containerId', isContainerId, 'a container id'),
+  };
+}
+
+/** Validate an ADD request body; a WEFT_ERR_USAGE error names the field. */
+export function parseAdd(body: unknown): LocalPod {
+  const { body: b, namespace, name, containerId } = parseRef(body);
+  const pod: LocalPod = {
+    namespace,
+    name,
+    containerId,
     netns: field(b, 'netns', (v): v is string => typeof v === 'string' && v.startsWith('/') && !v.includes('\0') && !v.split('/').includes('..'), 'an absolute path'),
     ips: field(b, 'ips', (v): v is string[] => Array.isArray(v) && v.length > 0 && v.every((ip) => typeof ip === 'string' && isIP(ip) !== 0), 'a non-empty list of IP addresses'),
   };
@@ -80,13 +93,8 @@ export function parseAdd(body: unknown): LocalPod {
 }
 
 function parseDel(body: unknown): PodRef {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new WeftError(ErrorCodes.USAGE, 'the request body must be a JSON object');
-  const b = body as Record<string, unknown>;
-  return {
-    namespace: field(b, 'podNamespace', isName, 'a Kubernetes namespace name'),
-    name: field(b, 'podName', isName, 'a Kubernetes pod name'),
-    containerId: field(b, 'containerId', (v): v is string => typeof v === 'string', 'a container id'),
-  };
+  const { namespace, name, containerId } = parseRef(body);
+  return { namespace, name, containerId };
 }
 
 /** The pods of this node, one JSON file each under `dir` (written atomically). */
