@@ -322,12 +322,16 @@ export class ObserverServer {
   }
 
   /** The agent's listeners: plaintext on 127.0.0.1:port, and mutual TLS on the node address when configured. */
+  private loopbackPort: number | undefined;
+
   async serve(port: number, o: ObserverServeOptions = {}): Promise<void> {
     if (o.maxStreams !== undefined) {
       StreamSlots.check(o.maxStreams);
       this.slots.max = o.maxStreams;
     }
-    await this.listen('127.0.0.1', port);
+    // Resumable: a caller retrying after the TLS bind failed (its port still held by an agent handing
+    // over) must not bind the loopback listener a second time.
+    this.loopbackPort ??= await this.listen('127.0.0.1', port);
     const tls = o.tls;
     if (!tls) return;
     if ('renewer' in tls) {
