@@ -107,6 +107,12 @@ static Napi::Error WeftErr(Napi::Env env, const char* code, const std::string& m
 
 Napi::Error UsageErr(Napi::Env env, const std::string& msg) { return WeftErr(env, "WEFT_ERR_NATIVE_USAGE", msg); }
 Napi::Error BpfErr(Napi::Env env, const std::string& msg) { return WeftErr(env, "WEFT_ERR_BPF", msg); }
+Napi::Error ArgTypeErr(Napi::Env env, const std::string& msg) {
+  Napi::Error e = Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "WEFT_ERR_NATIVE_USAGE"));
+  return e;
+}
+
 
 std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsString()) throw UsageErr(info.Env(), std::string(what) + " must be a string");

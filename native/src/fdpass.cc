@@ -38,12 +38,6 @@ constexpr uint8_t kAck = 0x06;
 
 // ---- argument checks (TypeError naming the argument, code WEFT_ERR_NATIVE_USAGE) ----------------
 
-Napi::Error ArgTypeErr(Napi::Env env, const std::string& msg) {
-  Napi::Error e = Napi::TypeError::New(env, msg);
-  e.Set("code", Napi::String::New(env, "WEFT_ERR_NATIVE_USAGE"));
-  return e;
-}
-
 std::string SocketPathArg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw ArgTypeErr(env, "path must be a string");

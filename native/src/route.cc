@@ -63,12 +63,6 @@ struct RuleState {
 
 // ---- arguments (TypeError naming the argument, code WEFT_ERR_NATIVE_USAGE) ------------------
 
-Napi::Error ArgTypeErr(Napi::Env env, const std::string& msg) {
-  Napi::Error e = Napi::TypeError::New(env, msg);
-  e.Set("code", Napi::String::New(env, "WEFT_ERR_NATIVE_USAGE"));
-  return e;
-}
-
 std::string NetnsPathArg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw ArgTypeErr(env, "netnsPath must be a string");

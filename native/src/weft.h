@@ -43,6 +43,7 @@ Napi::Error SyscallErr(Napi::Env env, const std::string& syscall, int err, const
                        const std::string& detail = "");
 Napi::Error UsageErr(Napi::Env env, const std::string& msg);  // WeftError WEFT_ERR_NATIVE_USAGE
 Napi::Error BpfErr(Napi::Env env, const std::string& msg);    // WeftError WEFT_ERR_BPF
+Napi::Error ArgTypeErr(Napi::Env env, const std::string& msg);  // TypeError, code WEFT_ERR_NATIVE_USAGE
 
 // A failure captured off the JS thread, converted to a SyscallError on it.
 struct OsError {
