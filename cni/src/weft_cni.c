@@ -388,6 +388,14 @@ static void pod_body(char *body, const struct pod *pod, int with_netns) {
   body_field(body, &pos, "podName", pod->name, 0);
 }
 
+/* DEL and CHECK: the pod by container id, namespace and name (no netns: it may be gone already). */
+static enum agent_result post_pod(const struct config *c, const char *path, const struct pod *pod, struct agent_reply *reply, char *why, size_t why_cap) {
+  char body[BODY_CAP];
+  pod_body(body, pod, 0);
+  strcat(body, "}");
+  return agent_post(c->socket, path, body, c->timeout_ms, reply, why, why_cap);
+}
+
 /* The agent's JSON answer: the string member `key`, or "" when absent or unreadable. */
 static void reply_field(const struct agent_reply *r, const char *key, char *out, size_t cap) {
   struct json_doc doc;
@@ -475,12 +483,9 @@ static void cmd_del(const struct config *c) {
   struct pod pod;
   read_pod(&pod, 0);
   if (!pod.has_identity || excluded(c, pod.namespace_)) return;
-  char body[BODY_CAP];
-  pod_body(body, &pod, 0);
-  strcat(body, "}");
   static struct agent_reply reply;
   char why[512];
-  enum agent_result r = agent_post(c->socket, "/v1/cni/del", body, c->timeout_ms, &reply, why, sizeof(why));
+  enum agent_result r = post_pod(c, "/v1/cni/del", &pod, &reply, why, sizeof(why));
   /* DEL must succeed: the agent, once back, drops pods whose netns is gone. */
   if (r != AGENT_OK) note("%s/%s: agent not told (%s); it reconciles when it is back", pod.namespace_, pod.name, why);
   else if (reply.status != 200) note("%s/%s: agent answered HTTP %d: %.200s", pod.namespace_, pod.name, reply.status, reply.body);
@@ -492,12 +497,9 @@ static void cmd_check(const struct config *c) {
   read_pod(&pod, 1);
   if (c->prev < 0) fail(ERR_INVALID_CONFIG, "invalid network configuration", "prevResult: missing (CHECK needs the result of the ADD)");
   if (!pod.has_identity || excluded(c, pod.namespace_)) return;
-  char body[BODY_CAP];
-  pod_body(body, &pod, 0);
-  strcat(body, "}");
   static struct agent_reply reply;
   char why[512];
-  enum agent_result r = agent_post(c->socket, "/v1/cni/check", body, c->timeout_ms, &reply, why, sizeof(why));
+  enum agent_result r = post_pod(c, "/v1/cni/check", &pod, &reply, why, sizeof(why));
   /* A runtime may take a failed CHECK as permanent; an agent restarting is not (capture is pinned
    * and keeps refusing the pod's traffic meanwhile), so only the agent's own answer can fail it. */
   if (r != AGENT_OK) {
