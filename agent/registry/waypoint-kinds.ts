@@ -388,23 +388,32 @@ function checkRef(ctx: DocContext, path: PathSeg[], v: Json, extra: readonly str
   return checkObject(ctx, path, v, ['group', 'kind', 'name', 'namespace', 'port', ...extra], { required: true });
 }
 
+/** The fields a parentRef and a backendRef share, checked in this order. */
+function checkRefFields(ctx: DocContext, path: PathSeg[], o: Record<string, Json>) {
+  return {
+    group: checkString(ctx, [...path, 'group'], o.group, { maxLength: 253 }),
+    kind: checkString(ctx, [...path, 'kind'], o.kind, { maxLength: 63 }),
+    name: checkString(ctx, [...path, 'name'], o.name, { required: true, maxLength: 253 }),
+    namespace: checkString(ctx, [...path, 'namespace'], o.namespace, { maxLength: 63 }),
+    port: checkPort(ctx, [...path, 'port'], o.port, false),
+  };
+}
+
 function checkParentRef(ctx: DocContext, path: PathSeg[], v: Json): RouteParentRef | undefined {
   const o = checkRef(ctx, path, v, ['sectionName']);
   if (!o) return undefined;
   const before = ctx.problems.length;
-  const group = checkString(ctx, [...path, 'group'], o.group, { maxLength: 253 });
-  const kind = checkString(ctx, [...path, 'kind'], o.kind, { maxLength: 63 });
-  const name = checkString(ctx, [...path, 'name'], o.name, { required: true, maxLength: 253 });
-  const namespace = checkString(ctx, [...path, 'namespace'], o.namespace, { maxLength: 63 });
-  const port = checkPort(ctx, [...path, 'port'], o.port, false);
+  const { group, kind, name, namespace, port } = checkRefFields(ctx, path, o);
   const sectionName = checkString(ctx, [...path, 'sectionName'], o.sectionName, { maxLength: 253 });
   // A route attaches to a Gateway (the default) or, in the mesh (GAMMA), to a Service.
   const g = group ?? GATEWAY_GROUP;
   const k = kind ?? 'Gateway';
   const isGateway = g === GATEWAY_GROUP && k === 'Gateway';
   const isService = g === '' && k === 'Service';
-  if (kind !== undefined && group !== undefined && !isGateway && !isService) ctx.add(path, `a parentRef must be a Gateway (group ${GATEWAY_GROUP}) or a Service (group ""), got ${quote(g)}/${quote(k)}`);
-  else if (!isGateway && !isService) ctx.add([...path, o.kind !== undefined ? 'kind' : 'group'], `a parentRef must be a Gateway (group ${GATEWAY_GROUP}) or a Service (group ""), got ${quote(g)}/${quote(k)}`);
+  if (!isGateway && !isService) {
+    const at = kind !== undefined && group !== undefined ? path : [...path, o.kind !== undefined ? 'kind' : 'group'];
+    ctx.add(at, `a parentRef must be a Gateway (group ${GATEWAY_GROUP}) or a Service (group ""), got ${quote(g)}/${quote(k)}`);
+  }
   if (ctx.problems.length !== before || name === undefined) return undefined;
   const out: RouteParentRef = { name };
   if (group !== undefined) out.group = group;
@@ -419,11 +428,7 @@ function checkBackendRef(ctx: DocContext, path: PathSeg[], v: Json, extra: reado
   const o = checkRef(ctx, path, v, ['weight', ...extra]);
   if (!o) return undefined;
   const before = ctx.problems.length;
-  const group = checkString(ctx, [...path, 'group'], o.group, { maxLength: 253 });
-  const kind = checkString(ctx, [...path, 'kind'], o.kind, { maxLength: 63 });
-  const name = checkString(ctx, [...path, 'name'], o.name, { required: true, maxLength: 253 });
-  const namespace = checkString(ctx, [...path, 'namespace'], o.namespace, { maxLength: 63 });
-  const port = checkPort(ctx, [...path, 'port'], o.port, false);
+  const { group, kind, name, namespace, port } = checkRefFields(ctx, path, o);
   const weight = checkInt(ctx, [...path, 'weight'], o.weight, { min: 0, max: GATEWAY_LIMITS.maxWeight });
   // Gateway API: a reference to a Service (the default kind) must name its port.
   if ((kind ?? 'Service') === 'Service' && (group ?? '') === '' && o.port == null) ctx.add([...path, 'port'], 'a backendRef to a Service must set port');
