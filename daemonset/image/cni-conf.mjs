@@ -13,7 +13,7 @@ import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, renameS
 import { join } from 'node:path';
 
 const CONF_EXTENSIONS = ['.conf', '.conflist', '.json'];
-export const ORIGINAL_SUFFIX = '.weft-orig';
+const ORIGINAL_SUFFIX = '.weft-orig';
 
 export class CniConfError extends Error {
   constructor(message) {
@@ -54,7 +54,7 @@ const isWeft = (type) => (p) => typeof p === 'object' && p !== null && p.type ==
  * The conflist `doc` with `entry` as its last plugin (an older weft entry anywhere in the list is
  * replaced). Pure: the caller writes it.
  */
-export function withEntry(doc, entry) {
+function withEntry(doc, entry) {
   if (!Array.isArray(doc.plugins)) throw new CniConfError('plugins: not a list (a .conflist needs one)');
   const others = doc.plugins.filter((p) => !isWeft(entry.type)(p));
   if (others.length === 0) throw new CniConfError('plugins: no primary plugin to chain after');
@@ -62,13 +62,13 @@ export function withEntry(doc, entry) {
 }
 
 /** The conflist `doc` without weft's entries. Pure. */
-export function withoutEntry(doc, type) {
+function withoutEntry(doc, type) {
   if (!Array.isArray(doc.plugins)) return doc;
   return { ...doc, plugins: doc.plugins.filter((p) => !isWeft(type)(p)) };
 }
 
 /** A single-plugin network configuration (.conf) as the conflist libcni would make of it. Pure. */
-export function confToConflist(conf) {
+function confToConflist(conf) {
   const { cniVersion, name, ...plugin } = conf;
   if (typeof plugin.type !== 'string') throw new CniConfError('type: missing (not a network configuration)');
   return { cniVersion: cniVersion ?? '0.3.1', name: name ?? plugin.type, plugins: [{ ...plugin }] };
