@@ -109,26 +109,31 @@ const OPERATION_FIELDS = ['hosts', 'notHosts', 'ports', 'notPorts', 'methods', '
 >;
 const PORT_OPERATION_FIELDS = new Set<string>(['ports', 'notPorts']);
 
-function checkSource(ctx: DocContext, path: PathSeg[], v: Json): AuthzSource | undefined {
-  const o = checkObject(ctx, path, v, SOURCE_FIELDS, { required: true });
+/** An object whose every field is a list of strings; `special` fields check each item with `item`. */
+function checkValueLists<F extends string>(
+  ctx: DocContext,
+  path: PathSeg[],
+  v: Json,
+  fields: readonly F[],
+  special: ReadonlySet<string>,
+  item: (s: string) => string | undefined,
+): Partial<Record<F, string[]>> | undefined {
+  const o = checkObject(ctx, path, v, fields, { required: true });
   if (!o) return undefined;
-  const out: AuthzSource = {};
-  for (const f of SOURCE_FIELDS) {
-    const vals = checkValues(ctx, [...path, f], o[f], IP_SOURCE_FIELDS.has(f) ? ipOrCidrProblem : undefined);
+  const out: Partial<Record<F, string[]>> = {};
+  for (const f of fields) {
+    const vals = checkValues(ctx, [...path, f], o[f], special.has(f) ? item : undefined);
     if (vals) out[f] = vals;
   }
   return out;
 }
 
+function checkSource(ctx: DocContext, path: PathSeg[], v: Json): AuthzSource | undefined {
+  return checkValueLists(ctx, path, v, SOURCE_FIELDS, IP_SOURCE_FIELDS, ipOrCidrProblem);
+}
+
 function checkOperation(ctx: DocContext, path: PathSeg[], v: Json): AuthzOperation | undefined {
-  const o = checkObject(ctx, path, v, OPERATION_FIELDS, { required: true });
-  if (!o) return undefined;
-  const out: AuthzOperation = {};
-  for (const f of OPERATION_FIELDS) {
-    const vals = checkValues(ctx, [...path, f], o[f], PORT_OPERATION_FIELDS.has(f) ? portTextProblem : undefined);
-    if (vals) out[f] = vals;
-  }
-  return out;
+  return checkValueLists(ctx, path, v, OPERATION_FIELDS, PORT_OPERATION_FIELDS, portTextProblem);
 }
 
 function checkCondition(ctx: DocContext, path: PathSeg[], v: Json): AuthzCondition | undefined {
