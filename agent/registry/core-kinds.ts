@@ -22,6 +22,7 @@ import type {
 import { durationProblem } from './duration.js';
 import {
   ENV_NAME,
+  checkList,
   checkCidr,
   checkIPv4,
   checkLabelName,
@@ -83,69 +84,57 @@ export function validateEndpointSlice(ctx: DocContext, raw: Record<string, Json>
   if (service === undefined) ctx.add(['metadata', 'labels'], `an EndpointSlice needs the label ${SERVICE_NAME_LABEL} naming its Service`);
   else checkLabelName(ctx, ['metadata', 'labels', SERVICE_NAME_LABEL], service);
   checkString(ctx, ['addressType'], raw.addressType, { required: true, oneOf: ['IPv4'] });
-  const endpoints: SliceEndpoint[] = [];
-  const eps = raw.endpoints;
-  if (eps !== undefined && eps !== null && !Array.isArray(eps)) ctx.add(['endpoints'], `must be a sequence, got ${describe(eps)}`);
-  else if (Array.isArray(eps)) {
-    eps.forEach((e, i) => {
-      const p: PathSeg[] = ['endpoints', i];
-      const o = checkObject(ctx, p, e, ['addresses', 'conditions', 'nodeName', 'targetRef'], { required: true, tolerated: ['hostname', 'zone', 'hints', 'deprecatedTopology'] });
-      if (!o) return;
-      const addrs = checkStringArray(ctx, [...p, 'addresses'], o.addresses, { required: true, nonEmpty: true });
-      const addresses: string[] = [];
-      addrs?.forEach((a, j) => {
-        const ip = checkIPv4(ctx, [...p, 'addresses', j], a, true);
-        if (ip) addresses.push(ip);
-      });
-      const ep: SliceEndpoint = { addresses };
-      const c = checkObject(ctx, [...p, 'conditions'], o.conditions, ['ready', 'serving', 'terminating']);
-      if (c) {
-        const conditions: EndpointConditions = {};
-        for (const k of ['ready', 'serving', 'terminating'] as const) {
-          const v = c[k];
-          if (v === undefined || v === null) continue;
-          if (typeof v !== 'boolean') ctx.add([...p, 'conditions', k], `must be true or false, got ${describe(v)}`);
-          else conditions[k] = v;
-        }
-        ep.conditions = conditions;
-      }
-      if (o.nodeName !== undefined && o.nodeName !== null) {
-        const n = checkSubdomainName(ctx, [...p, 'nodeName'], o.nodeName);
-        if (n) ep.nodeName = n;
-      }
-      const t = checkObject(ctx, [...p, 'targetRef'], o.targetRef, ['kind', 'namespace', 'name'], { tolerated: ['uid', 'apiVersion', 'resourceVersion', 'fieldPath'] });
-      if (t) {
-        const ref: NonNullable<SliceEndpoint['targetRef']> = {};
-        for (const k of ['kind', 'namespace', 'name'] as const) {
-          const v = t[k] === undefined ? undefined : checkString(ctx, [...p, 'targetRef', k], t[k]);
-          if (v) ref[k] = v;
-        }
-        ep.targetRef = ref;
-      }
-      endpoints.push(ep);
+  const endpoints = checkList(ctx, ['endpoints'], raw.endpoints, (p, e) => {
+    const o = checkObject(ctx, p, e, ['addresses', 'conditions', 'nodeName', 'targetRef'], { required: true, tolerated: ['hostname', 'zone', 'hints', 'deprecatedTopology'] });
+    if (!o) return undefined;
+    const addrs = checkStringArray(ctx, [...p, 'addresses'], o.addresses, { required: true, nonEmpty: true });
+    const addresses: string[] = [];
+    addrs?.forEach((a, j) => {
+      const ip = checkIPv4(ctx, [...p, 'addresses', j], a, true);
+      if (ip) addresses.push(ip);
     });
-  }
-  const ports: SlicePort[] = [];
-  const ps = raw.ports;
-  if (ps !== undefined && ps !== null && !Array.isArray(ps)) ctx.add(['ports'], `must be a sequence, got ${describe(ps)}`);
-  else if (Array.isArray(ps)) {
-    ps.forEach((pt, i) => {
-      const p: PathSeg[] = ['ports', i];
-      const o = checkObject(ctx, p, pt, ['name', 'port', 'protocol'], { required: true, tolerated: ['appProtocol'] });
-      if (!o) return;
-      const sp: SlicePort = {};
-      // A port's name is "" when the Service has a single unnamed port.
-      if (o.name !== undefined && o.name !== null && o.name !== '') {
-        const n = checkLabelName(ctx, [...p, 'name'], o.name);
-        if (n) sp.name = n;
+    const ep: SliceEndpoint = { addresses };
+    const c = checkObject(ctx, [...p, 'conditions'], o.conditions, ['ready', 'serving', 'terminating']);
+    if (c) {
+      const conditions: EndpointConditions = {};
+      for (const k of ['ready', 'serving', 'terminating'] as const) {
+        const v = c[k];
+        if (v === undefined || v === null) continue;
+        if (typeof v !== 'boolean') ctx.add([...p, 'conditions', k], `must be true or false, got ${describe(v)}`);
+        else conditions[k] = v;
       }
-      const port = checkPort(ctx, [...p, 'port'], o.port, false);
-      if (port !== undefined) sp.port = port;
-      const protocol = o.protocol === undefined || o.protocol === null ? undefined : checkString(ctx, [...p, 'protocol'], o.protocol, { oneOf: ['TCP', 'UDP'] });
-      if (protocol) sp.protocol = protocol as 'TCP' | 'UDP';
-      ports.push(sp);
-    });
-  }
+      ep.conditions = conditions;
+    }
+    if (o.nodeName !== undefined && o.nodeName !== null) {
+      const n = checkSubdomainName(ctx, [...p, 'nodeName'], o.nodeName);
+      if (n) ep.nodeName = n;
+    }
+    const t = checkObject(ctx, [...p, 'targetRef'], o.targetRef, ['kind', 'namespace', 'name'], { tolerated: ['uid', 'apiVersion', 'resourceVersion', 'fieldPath'] });
+    if (t) {
+      const ref: NonNullable<SliceEndpoint['targetRef']> = {};
+      for (const k of ['kind', 'namespace', 'name'] as const) {
+        const v = t[k] === undefined ? undefined : checkString(ctx, [...p, 'targetRef', k], t[k]);
+        if (v) ref[k] = v;
+      }
+      ep.targetRef = ref;
+    }
+    return ep;
+  }) ?? [];
+  const ports = checkList(ctx, ['ports'], raw.ports, (p, pt) => {
+    const o = checkObject(ctx, p, pt, ['name', 'port', 'protocol'], { required: true, tolerated: ['appProtocol'] });
+    if (!o) return undefined;
+    const sp: SlicePort = {};
+    // A port's name is "" when the Service has a single unnamed port.
+    if (o.name !== undefined && o.name !== null && o.name !== '') {
+      const n = checkLabelName(ctx, [...p, 'name'], o.name);
+      if (n) sp.name = n;
+    }
+    const port = checkPort(ctx, [...p, 'port'], o.port, false);
+    if (port !== undefined) sp.port = port;
+    const protocol = o.protocol === undefined || o.protocol === null ? undefined : checkString(ctx, [...p, 'protocol'], o.protocol, { oneOf: ['TCP', 'UDP'] });
+    if (protocol) sp.protocol = protocol as 'TCP' | 'UDP';
+    return sp;
+  }) ?? [];
   if (ctx.problems.length !== before) return undefined;
   const r: EndpointSliceResource = {
     apiVersion: 'discovery.k8s.io/v1',

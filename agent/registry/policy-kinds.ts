@@ -17,7 +17,7 @@ import type {
   PolicyTargetReference,
   WorkloadSelector,
 } from './policy-types.js';
-import { checkObject, checkString, checkStringMap, describe, isPlainObject, type DocContext, type Json, type PathSeg } from './validators.js';
+import { checkList, checkObject, checkString, checkStringMap, describe, isPlainObject, type DocContext, type Json, type PathSeg } from './validators.js';
 
 export const POLICY_API_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
 export const AUTHZ_ACTIONS: readonly AuthzAction[] = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'];
@@ -65,27 +65,19 @@ export function checkSelector(ctx: DocContext, path: PathSeg[], v: Json): Worklo
 }
 
 export function checkTargetRefs(ctx: DocContext, path: PathSeg[], v: Json): PolicyTargetReference[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v)) {
-    ctx.add(path, `must be a sequence, got ${describe(v)}`);
-    return undefined;
-  }
-  const out: PolicyTargetReference[] = [];
-  v.forEach((t, i) => {
-    const p = [...path, i];
+  return checkList(ctx, path, v, (p, t) => {
     const o = checkObject(ctx, p, t, ['group', 'kind', 'name', 'namespace'], { required: true });
-    if (!o) return;
+    if (!o) return undefined;
     const kind = checkString(ctx, [...p, 'kind'], o.kind, { required: true });
     const name = checkString(ctx, [...p, 'name'], o.name, { required: true });
     const group = o.group === undefined ? undefined : checkString(ctx, [...p, 'group'], o.group);
     const namespace = o.namespace === undefined ? undefined : checkString(ctx, [...p, 'namespace'], o.namespace);
-    if (kind === undefined || name === undefined) return;
+    if (kind === undefined || name === undefined) return undefined;
     const ref: PolicyTargetReference = { kind, name };
     if (group !== undefined) ref.group = group;
     if (namespace !== undefined) ref.namespace = namespace;
-    out.push(ref);
+    return ref;
   });
-  return out;
 }
 
 const SOURCE_FIELDS = [
@@ -153,21 +145,6 @@ function checkCondition(ctx: DocContext, path: PathSeg[], v: Json): AuthzConditi
   if (values) c.values = values;
   if (notValues) c.notValues = notValues;
   return c;
-}
-
-/** `from`/`to`/`when`: a sequence whose items are checked by `item`. */
-export function checkList<T>(ctx: DocContext, path: PathSeg[], v: Json, item: (p: PathSeg[], x: Json) => T | undefined): T[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v)) {
-    ctx.add(path, `must be a sequence, got ${describe(v)}`);
-    return undefined;
-  }
-  const out: T[] = [];
-  v.forEach((x, i) => {
-    const r = item([...path, i], x);
-    if (r !== undefined) out.push(r);
-  });
-  return out;
 }
 
 function checkRule(ctx: DocContext, path: PathSeg[], v: Json): AuthzRule | undefined {

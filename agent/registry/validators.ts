@@ -304,3 +304,18 @@ export function checkStringMap(
   }
   return out;
 }
+
+/** An optional sequence whose items are checked by `item`; the items it returns undefined for are left out. */
+export function checkList<T>(ctx: DocContext, path: PathSeg[], v: Json, item: (p: PathSeg[], x: Json) => T | undefined): T[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) {
+    ctx.add(path, `must be a sequence, got ${describe(v)}`);
+    return undefined;
+  }
+  const out: T[] = [];
+  v.forEach((x, i) => {
+    const r = item([...path, i], x);
+    if (r !== undefined) out.push(r);
+  });
+  return out;
+}

@@ -6,7 +6,7 @@
 // A route's regular expression is user text a proxy will run on every request: it must compile and
 // use no construct that backtracks without bound (the proxy's matcher is meant to be linear, as RE2).
 import type { ObjectMeta } from './meta.js';
-import { POLICY_API_VERSIONS, checkList, checkSelector, checkTargetRefs, checkValues } from './policy-kinds.js';
+import { POLICY_API_VERSIONS, checkSelector, checkTargetRefs, checkValues } from './policy-kinds.js';
 import type {
   BackendRef,
   ConnectionPool,
@@ -33,7 +33,7 @@ import type {
   WaypointFor,
 } from './waypoint-types.js';
 import { WAYPOINT_FOR_LABEL, WAYPOINT_FOR_VALUES } from './waypoint-types.js';
-import { DNS1123_SUBDOMAIN, checkObject, checkPort, checkString, checkStringMap, describe, isPlainObject, quote, type DocContext, type Json, type PathSeg } from './validators.js';
+import { DNS1123_SUBDOMAIN, checkList, checkObject, checkPort, checkString, checkStringMap, describe, isPlainObject, quote, type DocContext, type Json, type PathSeg } from './validators.js';
 
 export const REQUEST_AUTHN_API_VERSIONS = POLICY_API_VERSIONS;
 export const GATEWAY_API_VERSIONS = ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'] as const;
