@@ -11,6 +11,7 @@ import { Ports } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
 import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
+import { formatAuthority } from '../ztunnel/hbone.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
 import type { ObserverCertRenewer } from './observer-cert.js';
@@ -262,7 +263,7 @@ export class ObserverServer {
   }
 
   private bind(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials): Promise<number> {
-    const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const target = formatAuthority(host, port);
     return new Promise((resolve, reject) => {
       server.bindAsync(target, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
     });
@@ -280,7 +281,7 @@ export class ObserverServer {
     server.addService(flowProtos().observer, this.service(() => undefined));
     this.servers.push(server);
     const bound = await this.bind(server, host, port, grpc.ServerCredentials.createInsecure());
-    this.address = host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`;
+    this.address = formatAuthority(host, bound);
     this.o.log.info({ listen: this.address, node: this.o.nodeName }, 'observer listening (plaintext, loopback)');
     return bound;
   }
@@ -316,7 +317,7 @@ export class ObserverServer {
     );
     this.servers.push(server);
     const bound = await this.bind(server, host, port, credentials);
-    this.tlsAddress = host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`;
+    this.tlsAddress = formatAuthority(host, bound);
     this.o.log.info({ listen: this.tlsAddress, node: this.o.nodeName, allowed }, 'observer listening (mutual TLS)');
     return bound;
   }

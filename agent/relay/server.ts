@@ -7,6 +7,7 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
+import { formatAuthority } from '../ztunnel/hbone.js';
 import { setLongTimeout } from '../system/long-timeout.js';
 import { Ports } from '../config.js';
 import { errorMessage } from '../errors.js';
@@ -133,7 +134,7 @@ export class RelayServer {
   }
 
   listen(host: string, port: number): Promise<number> {
-    const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const target = formatAuthority(host, port);
     return new Promise((resolve, reject) => {
       this.server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, bound) => {
         if (err) return reject(err);
