@@ -322,9 +322,10 @@ export class ObserverServer {
     return bound;
   }
 
-  /** The agent's listeners: plaintext on 127.0.0.1:port, and mutual TLS on the node address when configured. */
+  /** The loopback listener's port once bound (serve() is retried while a handing-over agent holds the port). */
   private loopbackPort: number | undefined;
 
+  /** The agent's listeners: plaintext on 127.0.0.1:port, and mutual TLS on the node address when configured. */
   async serve(port: number, o: ObserverServeOptions = {}): Promise<void> {
     if (o.maxStreams !== undefined) {
       StreamSlots.check(o.maxStreams);
