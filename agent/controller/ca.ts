@@ -407,24 +407,12 @@ export class CertificateAuthority {
 
   /** The node agent's client credential toward the controller: URI SAN spiffe://<td>/weft/node/<node>, an ECDSA P-256 key. */
   async issueNodeCredential(node: string, ttlSeconds: number): Promise<IssuedCredential> {
-    let uri: string;
-    try {
-      uri = nodeSpiffeUri(this.trustDomain, node);
-    } catch (err) {
-      throw caError(errorMessage(err), err);
-    }
-    return this.issueWithNewKey({ uris: [uri] }, { serverAuth: false, clientAuth: true }, ttlSeconds);
+    return this.issueWithNewKey({ uris: [this.nodeUri(node)] }, { serverAuth: false, clientAuth: true }, ttlSeconds);
   }
 
   /** A node agent's serving certificate for its Observer API (mutual TLS on 4244): the node's URI SAN, serverAuth only. */
   async issueObserverServingCredential(node: string, ttlSeconds: number): Promise<IssuedCredential> {
-    let uri: string;
-    try {
-      uri = nodeSpiffeUri(this.trustDomain, node);
-    } catch (err) {
-      throw caError(errorMessage(err), err);
-    }
-    return this.issueWithNewKey({ uris: [uri] }, { serverAuth: true, clientAuth: false }, ttlSeconds);
+    return this.issueWithNewKey({ uris: [this.nodeUri(node)] }, { serverAuth: true, clientAuth: false }, ttlSeconds);
   }
 
   /**
@@ -435,12 +423,7 @@ export class CertificateAuthority {
    * server's check. Returns the chain, leaf first, root last.
    */
   signObserverServingCsr(csr: CheckedCsrRequest, node: string, ttlSeconds: number): string[] {
-    let uri: string;
-    try {
-      uri = nodeSpiffeUri(this.trustDomain, node);
-    } catch (err) {
-      throw caError(errorMessage(err), err);
-    }
+    const uri = this.nodeUri(node);
     if (csr.uri !== uri) throw caError(`CSR refused: it asks for ${csr.uri}, not the Observer identity ${uri} of node "${node}"`);
     const leaf = this.issue(csr.spkiDer, csr.keyType, { uris: [uri] }, { serverAuth: true, clientAuth: false }, ttlSeconds);
     return [leaf, this.rootCertPem];
@@ -455,6 +438,15 @@ export class CertificateAuthority {
   async issueServingCert(options: ServingCertOptions): Promise<IssuedCredential> {
     if (options.dnsNames.length === 0 && options.ips.length === 0) throw caError('a serving certificate needs at least one DNS name or IP');
     return this.issueWithNewKey({ dns: options.dnsNames, ips: options.ips }, { serverAuth: true, clientAuth: false }, options.ttlSeconds);
+  }
+
+  /** spiffe://<td>/weft/node/<node>; a node name that cannot make one is the CA's error. */
+  private nodeUri(node: string): string {
+    try {
+      return nodeSpiffeUri(this.trustDomain, node);
+    } catch (err) {
+      throw caError(errorMessage(err), err);
+    }
   }
 
   private async issueWithNewKey(names: { uris?: string[]; dns?: string[]; ips?: string[] }, usage: Usage, ttlSeconds: number): Promise<IssuedCredential> {
