@@ -8,7 +8,7 @@ import { ErrorCodes, WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { durationProblem, formatDuration, parseDurationSeconds } from '../registry/duration.js';
 
-export const CONTROLLER_USAGE = `usage: weft controller --source (dir:PATH | kubernetes) --state DIR [options]
+const CONTROLLER_USAGE = `usage: weft controller --source (dir:PATH | kubernetes) --state DIR [options]
   --source dir:PATH          directory of Kubernetes-style YAML (workloads, services, policies), watched
   --source kubernetes        the Kubernetes API: list + watch of namespaces, nodes, pods, services,
                              endpoint slices and the policy kinds; rejected objects get a status

@@ -62,7 +62,7 @@ export async function writeRelayCredentials(o: IssueOptions): Promise<Credential
 }
 
 /** Issues `node`'s credential from `ca` and writes node-cert.pem, node-key.pem (0600) and root-cert.pem into `outDir`. */
-export async function writeNodeCredentialFiles(ca: CertificateAuthority, node: string, outDir: string, ttlSeconds: number = ControllerDefaults.nodeCredentialTtlSeconds): Promise<NodeCredentialFiles> {
+async function writeNodeCredentialFiles(ca: CertificateAuthority, node: string, outDir: string, ttlSeconds: number = ControllerDefaults.nodeCredentialTtlSeconds): Promise<NodeCredentialFiles> {
   const cred = await ca.issueNodeCredential(node, ttlSeconds);
   mkdirSync(outDir, { recursive: true, mode: 0o700 });
   const files = { certFile: join(outDir, 'node-cert.pem'), keyFile: join(outDir, 'node-key.pem'), rootFile: join(outDir, ROOT_CERT_FILE) };

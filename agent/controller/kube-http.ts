@@ -14,7 +14,7 @@ const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 60_000;
 
 /** The API server answered with an error status: its HTTP code and the Status's reason and message. */
-export class KubeApiError extends WeftError {
+class KubeApiError extends WeftError {
   constructor(
     readonly status: number,
     readonly reason: string,

@@ -46,7 +46,7 @@ export function microTime(ms: number): string {
 }
 
 /** The problems of one object in one line: `field: reason; field: reason`. */
-export function describeProblems(problems: readonly ConfigProblem[]): string {
+function describeProblems(problems: readonly ConfigProblem[]): string {
   return problems.map((p) => (p.field ? `${p.field}: ${p.reason}` : p.reason)).join('; ');
 }
 

@@ -40,7 +40,7 @@ export class DerError extends Error {
 }
 
 /** Reads the TLV at `offset`; `end` is the offset just past it. */
-export function readTlv(buf: Buffer, offset = 0): { tlv: Tlv; end: number } {
+function readTlv(buf: Buffer, offset = 0): { tlv: Tlv; end: number } {
   if (offset + 2 > buf.length) throw new DerError(`truncated DER at byte ${offset}`);
   const tag = buf[offset] as number;
   if ((tag & 0x1f) === 0x1f) throw new DerError(`high tag numbers are not supported (byte ${offset})`);
@@ -127,7 +127,7 @@ function lengthBytes(n: number): Buffer {
   return Buffer.from([0x80 | bytes.length, ...bytes]);
 }
 
-export function tlv(tag: number, ...contents: Buffer[]): Buffer {
+function tlv(tag: number, ...contents: Buffer[]): Buffer {
   const value = Buffer.concat(contents);
   return Buffer.concat([Buffer.from([tag]), lengthBytes(value.length), value]);
 }
@@ -179,7 +179,6 @@ export function oid(dotted: string): Buffer {
   return tlv(Tag.OID, Buffer.from(out));
 }
 
-export const ia5 = (s: string): Buffer => tlv(Tag.IA5_STRING, Buffer.from(s, 'ascii'));
 export const utf8 = (s: string): Buffer => tlv(Tag.UTF8_STRING, Buffer.from(s, 'utf8'));
 
 /** X.509 time: UTCTime for 1950..2049, GeneralizedTime otherwise (RFC 5280 §4.1.2.5), whole seconds. */
