@@ -4,7 +4,6 @@
 // privileges (the pool dials plain loopback): the client's bounds on a server that stalls.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -14,14 +13,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CertificateAuthority } from '../agent/controller/ca.js';
-import { createKeyAndCsr } from '../agent/identity/csr.js';
-import { workloadCertificateFromChain, type WorkloadCertificate } from '../agent/identity/manager.js';
+import type { WorkloadCertificate } from '../agent/identity/manager.js';
 import { createLogger } from '../agent/log.js';
 import { serverSecureContextOptions } from '../agent/tls/workload.js';
 import { copyBidirectional } from '../agent/ztunnel/copy.js';
 import { HBONE_CONNECTION_WINDOW, HBONE_PORT, HBONE_SETTINGS } from '../agent/ztunnel/hbone.js';
 import { HBONE_CLIENT_LIMITS, HbonePool, HboneTimeout, type HboneClientLimits } from '../agent/ztunnel/hbone-pool.js';
 import { WeftError } from '../agent/errors.js';
+import { issueWorkloadCertificate } from './helpers/workload-cert.js';
 import { RUN_PREFIX, createNetns, deleteNetns, requirePrivileges } from './helpers/privileged.js';
 
 const TD = 'cluster.local';
@@ -32,12 +31,7 @@ after(() => {
   rmSync(caDir, { recursive: true, force: true });
 });
 
-async function issue(ca: CertificateAuthority, namespace: string, serviceAccount: string): Promise<WorkloadCertificate> {
-  const id = { trustDomain: TD, namespace, serviceAccount };
-  const { keyPem, csrPem } = await createKeyAndCsr(id);
-  const { chain } = await ca.signWorkloadCsr(csrPem, 3600);
-  return workloadCertificateFromChain(id, keyPem, chain, Date.parse(new X509Certificate(chain[0] as string).validFrom));
-}
+const issue = issueWorkloadCertificate;
 
 test('HBONE: windows and frame size in effect on both ends; bytes intact through tuned and untuned copies', async (t) => {
   if (!requirePrivileges(t)) return;

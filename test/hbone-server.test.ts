@@ -5,7 +5,7 @@
 // its bound and counted, while a well-behaved client on another connection keeps getting its echo.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -17,8 +17,8 @@ import tls from 'node:tls';
 import { pino } from 'pino';
 import { CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE } from '../agent/controller/ca.js';
 import { WeftError } from '../agent/errors.js';
-import { createKeyAndCsr } from '../agent/identity/csr.js';
-import { workloadCertificateFromChain, type WorkloadCertificate } from '../agent/identity/manager.js';
+import { issueWorkloadCertificate } from './helpers/workload-cert.js';
+import type { WorkloadCertificate } from '../agent/identity/manager.js';
 import { createLogger, type Logger } from '../agent/log.js';
 import { connectTls } from '../agent/tls/workload.js';
 import { copyBidirectional } from '../agent/ztunnel/copy.js';
@@ -39,12 +39,7 @@ after(() => {
   rmSync(otherDir, { recursive: true, force: true });
 });
 
-async function issue(ca: CertificateAuthority, namespace: string, serviceAccount: string, ttlSeconds = 3600): Promise<WorkloadCertificate> {
-  const id = { trustDomain: ca.trustDomain, namespace, serviceAccount };
-  const { keyPem, csrPem } = await createKeyAndCsr(id);
-  const { chain } = await ca.signWorkloadCsr(csrPem, ttlSeconds);
-  return workloadCertificateFromChain(id, keyPem, chain, Date.parse(new X509Certificate(chain[0] as string).validFrom));
-}
+const issue = issueWorkloadCertificate;
 
 interface Fixture {
   ca: CertificateAuthority;

@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import { CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE } from '../agent/controller/ca.js';
-import { createKeyAndCsr } from '../agent/identity/csr.js';
 import { bitString, context, derBoolean, octetString, oid, seq, set, smallInteger, toPem, unsignedInteger, utf8, x509Time } from '../agent/identity/der.js';
-import { workloadCertificateFromChain, type WorkloadCertificate } from '../agent/identity/manager.js';
+import type { WorkloadCertificate } from '../agent/identity/manager.js';
 import { formatSpiffeId, type SpiffeId } from '../agent/identity/spiffe.js';
 import { connectTls, handshakeFailureReason, serverSecureContextOptions, verifyPeer, type PeerVerdict } from '../agent/tls/workload.js';
 import { WeftError } from '../agent/errors.js';
+import { issueWorkloadCertificate } from './helpers/workload-cert.js';
 
 const TD = 'cluster.local';
 const dirs: string[] = [];
@@ -24,13 +24,7 @@ function tempDir(): string {
   return d;
 }
 
-async function issue(ca: CertificateAuthority, namespace: string, serviceAccount: string, ttlSeconds = 3600): Promise<WorkloadCertificate> {
-  const id = { trustDomain: ca.trustDomain, namespace, serviceAccount };
-  const { keyPem, csrPem } = await createKeyAndCsr(id);
-  const { chain } = await ca.signWorkloadCsr(csrPem, ttlSeconds);
-  // Checked at issuance time, so an already expired test certificate still loads.
-  return workloadCertificateFromChain(id, keyPem, chain, Date.parse(new X509Certificate(chain[0] as string).validFrom));
-}
+const issue = issueWorkloadCertificate;
 
 interface Fixture {
   mainCa: CertificateAuthority;
