@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isIP, isIPv4 } from 'node:net';
 import fc from 'fast-check';
-import { connectHeaders, formatAuthority, forwardedFor, parseAuthority } from '../agent/ztunnel/hbone.js';
+import { connectHeaders, forwardedFor, parseAuthority } from '../agent/ztunnel/hbone.js';
+import { formatAuthority } from '../agent/system/host-port.js';
 
 test('CONNECT headers carry the authority, forwarded for="ip:port" with the service host, and baggage', () => {
   const h = connectHeaders('10.0.2.2:8080', { namespace: 'shop', pod: 'frontend', ip: '10.0.1.2', port: 40123 }, 'api.shop.svc.cluster.local');

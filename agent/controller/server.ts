@@ -26,7 +26,7 @@ import { ControllerDefaults } from '../config.js';
 import { ErrorCodes, WeftError, errorMessage, type ConfigProblem } from '../errors.js';
 import { formatSpiffeId, parseNodeSpiffeUri, uriSansOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
-import { parseHostPort } from '../system/host-port.js';
+import { parseHostPort, formatAuthority } from '../system/host-port.js';
 import { resourceKey } from '../registry/parse.js';
 import type { PodResource, Resource } from '../registry/types.js';
 import { checkCsrRequest, workloadCsr, type CheckedCsr, type CheckedCsrRequest } from './csr.js';
@@ -234,7 +234,7 @@ export class ControllerServer {
           [{ cert_chain: Buffer.from(options.serving.certPem), private_key: Buffer.from(options.serving.keyPem) }],
           true,
         );
-    const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const target = formatAuthority(host, port);
     s.port = await new Promise<number>((resolve, reject) => {
       s.server.bindAsync(target, credentials, (err, bound) =>
         err ? reject(new WeftError(ErrorCodes.CONTROLLER, `cannot listen on ${target}: ${err.message}`, { cause: err })) : resolve(bound),

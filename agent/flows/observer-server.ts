@@ -11,7 +11,7 @@ import { Ports } from '../config.js';
 import { ErrorCodes, WeftError } from '../errors.js';
 import { setLongTimeout, type LongTimer } from '../system/long-timeout.js';
 import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
-import { formatAuthority } from '../ztunnel/hbone.js';
+import { formatAuthority } from '../system/host-port.js';
 import type { Logger } from '../log.js';
 import { compileFilters } from './filter.js';
 import type { ObserverCertRenewer } from './observer-cert.js';

@@ -7,7 +7,7 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { StreamSlots, shutdownGrpcServer } from '../system/grpc.js';
-import { formatAuthority } from '../ztunnel/hbone.js';
+import { formatAuthority } from '../system/host-port.js';
 import { setLongTimeout } from '../system/long-timeout.js';
 import { Ports } from '../config.js';
 import { errorMessage } from '../errors.js';

@@ -8,7 +8,7 @@ import type { ConnectionInfo, DropReason } from '../flows/types.js';
 import { formatSpiffeId, principalOf, type SpiffeId } from '../identity/spiffe.js';
 import type { Logger } from '../log.js';
 import type { ServiceEntry, Workload } from '../state/cluster-state.js';
-import { formatAuthority } from './hbone.js';
+import { formatAuthority } from '../system/host-port.js';
 
 /** How the bytes travel: an HBONE tunnel, a same-node hand-off, plaintext in from outside the mesh,
  * or plaintext out to a destination outside it. */

@@ -1,6 +1,7 @@
 // HBONE: TCP tunnelled in HTTP/2 CONNECT streams over mutual TLS to port 15008, as Istio ambient
 // does it. Constants and headers shared by the client pool and the server.
 
+import { formatAuthority } from '../system/host-port.js';
 import { isIPv4, isIPv6 } from 'node:net';
 
 // The port is the datapath's: sk_lookup leaves it to the HBONE listener (bpf/include/weft.h).
@@ -81,8 +82,3 @@ function canonicalIPv6(ip: string): string {
   // WHATWG URL serializes IPv6 hosts exactly as RFC 5952 asks: lower case, longest zero run compressed.
   return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
 }
-
-export function formatAuthority(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-

@@ -19,7 +19,8 @@ import type { ConnectionManager } from './connection-manager.js';
 import { ConnectionRecord, type RecordSink, type Relayed } from './connection-record.js';
 import { copyBidirectional } from './copy.js';
 import type { FastPaths } from './fast-paths.js';
-import { connectHeaders, formatAuthority } from './hbone.js';
+import { formatAuthority } from '../system/host-port.js';
+import { connectHeaders } from './hbone.js';
 import { HboneRefused, type HbonePool } from './hbone-pool.js';
 import type { NetnsSockets } from './netns-sockets.js';
 
